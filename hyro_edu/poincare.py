@@ -1,0 +1,551 @@
+r"""The Poincaré ball of curvature ``-c`` as pure functions.
+
+**Convention (one for the whole package):** ``c > 0`` and the curvature is
+``-c``.  The ball is :math:`\mathbb{D}^n_c = \{x \in \mathbb{R}^n : c\|x\|^2 < 1\}`,
+of Euclidean radius :math:`1/\sqrt{c}`.  geoopt's ``Stereographic(k)`` uses
+``k = -c`` and its ``Lorentz(k)`` uses ``k = 1/c``; see :mod:`hyro_edu.curvature`.
+
+Every function takes the curvature as the keyword-only ``c`` (a number or a
+tensor that broadcasts against the norm of the inputs) and the vector axis as
+``dim`` (default ``-1``).  ``project`` (default ``True``) clips input points and
+output points into the ball, ``sqrt(c)·‖x‖ <= 1 - sqrt(finfo.eps)`` (see
+:mod:`hyro_edu.numerics`); with ``project=False`` input points must lie strictly
+inside the ball or a ``ValueError`` is raised, and outputs are returned as
+computed.  Half-precision inputs, and calls under autocast, are computed in
+float32.
+
+References
+----------
+* Ungar, *A Gyrovector Space Approach to Hyperbolic Geometry* (2008): Möbius
+  addition, scalar multiplication, gyrations.
+* Ganea, Bécigneul & Hofmann, *Hyperbolic Neural Networks* (NeurIPS 2018):
+  the curvature-``c`` gyrovector operations, exp/log maps (their Lemma 1),
+  Möbius matrix-vector multiplication, parallel transport.
+* Khrulkov et al., *Hyperbolic Image Embeddings* (CVPR 2020): the Möbius
+  matrix-vector multiplication that HyperCLIP cites.
+* Peng et al., HyperCLIP supplement (CVPR 2025), Eq. (S-1): the hyperbolic
+  radius ``Rad_x``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Union
+
+import torch
+
+from . import _checks
+from .numerics import artanh_limit, ball_margin, fp32_math, norm_floor
+
+__all__ = [
+    "project",
+    "conformal_factor",
+    "inner",
+    "tangent_norm",
+    "mobius_add",
+    "mobius_sub",
+    "mobius_scalar_mul",
+    "mobius_matvec",
+    "expmap0",
+    "logmap0",
+    "expmap",
+    "logmap",
+    "dist",
+    "pairwise_dist",
+    "radius",
+    "angle_at_origin",
+    "geodesic",
+    "gyration",
+    "parallel_transport",
+]
+
+Curvature = Union[float, torch.Tensor]
+
+
+# ----------------------------------------------------------------------------
+# private helpers (all keep the vector axis, keepdim=True)
+# ----------------------------------------------------------------------------
+def _sqrt(c: Curvature):
+    return math.sqrt(c) if isinstance(c, float) else c.sqrt()
+
+
+def _norm(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return torch.linalg.vector_norm(x, dim=dim, keepdim=True)
+
+
+def _floored(z: torch.Tensor) -> torch.Tensor:
+    # Floor a non-negative norm before dividing by it: sqrt(finfo.tiny) keeps
+    # tanh(z)/z and friends away from 0/0 and away from subnormals; the clamp
+    # also zeroes the gradient where it acts, so d‖x‖/dx at x = 0 never enters.
+    return z.clamp_min(norm_floor(z.dtype))
+
+
+def _artanh(z: torch.Tensor) -> torch.Tensor:
+    # |z| <= 1 - eps keeps artanh (8.3 in float32) and its derivative 1/(1-z²)
+    # finite for points that rounding put on, or just past, the boundary.
+    lim = artanh_limit(z.dtype)
+    return z.clamp(-lim, lim).atanh()
+
+
+def _one_minus_cx2(x2: torch.Tensor, c: Curvature) -> torch.Tensor:
+    # 1 - c‖x‖² is > 0 inside the ball; projected points keep it >= ~2·sqrt(eps).
+    # An unprojected point that passed the inside-ball check can still round
+    # to 1 - c‖x‖² <= 0; flooring at eps (the value for the last representable
+    # interior point) keeps λ_x <= 2/eps, so λ_x² and sqrt(c)·λ_x stay finite.
+    return (1 - c * x2).clamp_min(torch.finfo(x2.dtype).eps)
+
+
+def _gyro_denominator(cx2, cy2, cxy):
+    # 1 + 2c<x,y> + c²‖x‖²‖y‖² >= (1 - c‖x‖‖y‖)² > 0 inside the ball
+    # (Cauchy-Schwarz).  For representable interior points 1 - c‖x‖‖y‖ >= ~eps,
+    # so the floor eps² never binds for valid input; it stops 0/0 (and the
+    # 1/den² of the backward pass from overflowing) when rounding puts
+    # antipodal or coincident points on the boundary.
+    den = 1 + 2 * cxy + cx2 * cy2
+    return den.clamp_min(torch.finfo(den.dtype).eps ** 2)
+
+
+def _project(x: torch.Tensor, c: Curvature, dim: int) -> torch.Tensor:
+    norm = _norm(x, dim)
+    max_norm = (1 - ball_margin(x.dtype)) / _sqrt(c)
+    # where() (not a rescale of every row) leaves interior points bit-identical.
+    # The rescaled norm is max_norm up to a few ulps; the 4-ulp slack in the
+    # test keeps projection idempotent instead of re-rescaling those rows.
+    outside = norm > max_norm * (1 + 4 * torch.finfo(x.dtype).eps)
+    return torch.where(outside, x / _floored(norm) * max_norm, x)
+
+
+def _point(x, c, dim, name, project_input):
+    if project_input:
+        return _project(x, c, dim)
+    _checks.inside_ball(x, c, dim, name)
+    return x
+
+
+def _setup(c, dim, *named):
+    """Validate c, the tensors and dim; return (c, dim) with dim normalised."""
+    c = _checks.curvature(c)
+    first_name, first = named[0]
+    _checks.tensor(first, first_name)
+    d = _checks.dim_index(first, dim, first_name)
+    for name, t in named[1:]:
+        _checks.tensor(t, name)
+        _checks.same_space(first, t, d, (first_name, name))
+    return c, d
+
+
+def _mobius_add(x, y, c, dim):
+    x2 = (x * x).sum(dim, keepdim=True)
+    y2 = (y * y).sum(dim, keepdim=True)
+    xy = (x * y).sum(dim, keepdim=True)
+    num = (1 + 2 * c * xy + c * y2) * x + (1 - c * x2) * y
+    den = _gyro_denominator(c * x2, c * y2, c * xy)
+    return num / den
+
+
+def _mobius_scalar_mul(r, x, c, dim):
+    sqrt_c = _sqrt(c)
+    z = _floored(sqrt_c * _norm(x, dim))
+    return x * (torch.tanh(r * _artanh(z)) / z)
+
+
+def _gyration(u, v, w, c, dim):
+    u2 = (u * u).sum(dim, keepdim=True)
+    v2 = (v * v).sum(dim, keepdim=True)
+    uv = (u * v).sum(dim, keepdim=True)
+    uw = (u * w).sum(dim, keepdim=True)
+    vw = (v * w).sum(dim, keepdim=True)
+    a = -(c**2) * uw * v2 + c * vw + 2 * c**2 * uv * vw
+    b = -(c**2) * vw * u2 - c * uw
+    d = _gyro_denominator(c * u2, c * v2, c * uv)  # the denominator of u ⊕ v
+    return w + 2 * (a * u + b * v) / d
+
+
+# ----------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------
+@fp32_math
+def project(x: torch.Tensor, *, c: Curvature, dim: int = -1) -> torch.Tensor:
+    r"""Clip points into the ball: :math:`x \mapsto x \cdot \min(1, m / \|x\|)`, :math:`m = (1-\delta)/\sqrt{c}`.
+
+    ``δ = sqrt(finfo(x.dtype).eps)`` (:func:`hyro_edu.numerics.ball_margin`).
+    Curvature ``-c`` with ``c > 0``.
+
+    Properties: the identity on points with ``sqrt(c)‖x‖ <= 1 - δ``;
+    idempotent; keeps the direction of ``x``; the result satisfies
+    ``sqrt(c)‖x‖ <= (1 - δ)(1 + 4·eps)`` (a few ulps of rounding).
+
+    Parameters
+    ----------
+    x : tensor ``(..., n)``
+    c : float or tensor, ``c > 0``
+    dim : int, the vector axis.
+    """
+    c, d = _setup(c, dim, ("x", x))
+    return _project(x, c, d)
+
+
+@fp32_math
+def conformal_factor(
+    x: torch.Tensor, *, c: Curvature, dim: int = -1, keepdim: bool = False, project: bool = True
+) -> torch.Tensor:
+    r""":math:`\lambda^c_x = \dfrac{2}{1 - c\|x\|^2}`, the conformal factor of the metric :math:`g_x = (\lambda^c_x)^2 g^E`.
+
+    Curvature ``-c`` with ``c > 0``.  Properties: :math:`\lambda^c_0 = 2`;
+    grows without bound towards the boundary; as ``c -> 0`` it tends to 2, so
+    the ball becomes Euclidean space with its metric scaled by 4.
+
+    Shapes: ``x (..., n)`` -> ``(...)`` (``(..., 1)`` with ``keepdim``).
+    """
+    c, d = _setup(c, dim, ("x", x))
+    x = _point(x, c, d, "x", project)
+    lam = 2 / _one_minus_cx2((x * x).sum(d, keepdim=True), c)
+    return lam if keepdim else lam.squeeze(d)
+
+
+@fp32_math
+def inner(
+    x: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    c: Curvature,
+    dim: int = -1,
+    keepdim: bool = False,
+    project: bool = True,
+) -> torch.Tensor:
+    r"""Riemannian inner product of tangent vectors at ``x``: :math:`\langle u, v\rangle_x = (\lambda^c_x)^2 \langle u, v\rangle`.
+
+    Curvature ``-c`` with ``c > 0``.  Because the metric is a scalar multiple
+    of the Euclidean one (conformal), angles between tangent vectors equal
+    Euclidean angles.  Shapes: ``x, u, v (..., n)`` -> ``(...)``.
+    """
+    c, d = _setup(c, dim, ("x", x), ("u", u), ("v", v))
+    x = _point(x, c, d, "x", project)
+    lam = 2 / _one_minus_cx2((x * x).sum(d, keepdim=True), c)
+    out = lam**2 * (u * v).sum(d, keepdim=True)
+    return out if keepdim else out.squeeze(d)
+
+
+@fp32_math
+def tangent_norm(
+    x: torch.Tensor, u: torch.Tensor, *, c: Curvature, dim: int = -1, keepdim: bool = False, project: bool = True
+) -> torch.Tensor:
+    r"""Riemannian norm of a tangent vector at ``x``: :math:`\|u\|_x = \lambda^c_x \|u\|`.
+
+    Curvature ``-c`` with ``c > 0``.  Property checked in the tests:
+    :math:`d_c(x, y) = \|\log^c_x(y)\|_x`.  Shapes: ``x, u (..., n)`` -> ``(...)``.
+    """
+    c, d = _setup(c, dim, ("x", x), ("u", u))
+    x = _point(x, c, d, "x", project)
+    lam = 2 / _one_minus_cx2((x * x).sum(d, keepdim=True), c)
+    out = lam * _norm(u, d)
+    return out if keepdim else out.squeeze(d)
+
+
+@fp32_math
+def mobius_add(x: torch.Tensor, y: torch.Tensor, *, c: Curvature, dim: int = -1, project: bool = True) -> torch.Tensor:
+    r"""Möbius addition (Ungar 2008; Ganea et al. 2018):
+
+    .. math::
+        x \oplus_c y = \frac{(1 + 2c\langle x,y\rangle + c\|y\|^2)\,x + (1 - c\|x\|^2)\,y}
+                            {1 + 2c\langle x,y\rangle + c^2\|x\|^2\|y\|^2}.
+
+    Curvature ``-c`` with ``c > 0``.  Properties: ``0 ⊕ x = x ⊕ 0 = x``;
+    ``(-x) ⊕ x = 0``; left cancellation ``(-x) ⊕ (x ⊕ y) = y``; not commutative
+    or associative, but ``x ⊕ y = gyr[x, y](y ⊕ x)``; the result stays in the
+    ball; as ``c -> 0`` it tends to ``x + y``.
+
+    Shapes: ``x, y (..., n)`` (broadcasting) -> ``(..., n)``.
+    """
+    c, d = _setup(c, dim, ("x", x), ("y", y))
+    x = _point(x, c, d, "x", project)
+    y = _point(y, c, d, "y", project)
+    out = _mobius_add(x, y, c, d)
+    return _project(out, c, d) if project else out
+
+
+@fp32_math
+def mobius_sub(x: torch.Tensor, y: torch.Tensor, *, c: Curvature, dim: int = -1, project: bool = True) -> torch.Tensor:
+    r"""Möbius subtraction :math:`x \ominus_c y = x \oplus_c (-y)`.  Curvature ``-c``, ``c > 0``.
+
+    Note the distance uses the *other* order: :math:`d_c(x, y) = \tfrac{2}{\sqrt c}\operatorname{artanh}(\sqrt c\,\|(-x) \oplus_c y\|)`.
+    """
+    return mobius_add(x, -y, c=c, dim=dim, project=project)
+
+
+@fp32_math
+def mobius_scalar_mul(r, x: torch.Tensor, *, c: Curvature, dim: int = -1, project: bool = True) -> torch.Tensor:
+    r"""Möbius scalar multiplication (Ungar 2008; Ganea et al. 2018):
+
+    .. math::
+        r \otimes_c x = \frac{1}{\sqrt c}\tanh\!\big(r \operatorname{artanh}(\sqrt c\,\|x\|)\big)\frac{x}{\|x\|},
+        \qquad r \otimes_c 0 = 0.
+
+    Curvature ``-c`` with ``c > 0``.  Properties: ``1 ⊗ x = x``;
+    ``(r s) ⊗ x = r ⊗ (s ⊗ x)``; ``n ⊗ x = x ⊕ ... ⊕ x`` (``n`` terms);
+    keeps the direction of ``x`` for ``r > 0``; scales the hyperbolic radius:
+    ``Rad(r ⊗ x) = |r| Rad(x)`` (HyperCLIP supplement, Eq. S-4).
+
+    ``r`` is a number or a tensor that broadcasts against ``x`` with its
+    vector axis kept (shape ``(..., 1)`` for ``dim=-1``).
+    """
+    c, d = _setup(c, dim, ("x", x))
+    r = _checks.broadcast_scalar(r, x, "r")
+    x = _point(x, c, d, "x", project)
+    out = _mobius_scalar_mul(r, x, c, d)
+    return _project(out, c, d) if project else out
+
+
+@fp32_math
+def mobius_matvec(m: torch.Tensor, x: torch.Tensor, *, c: Curvature, dim: int = -1, project: bool = True) -> torch.Tensor:
+    r"""Möbius matrix-vector multiplication (Ganea et al. 2018; Khrulkov et al. 2020):
+
+    .. math::
+        M \otimes_c x = \frac{1}{\sqrt c}\tanh\!\Big(\frac{\|Mx\|}{\|x\|}\operatorname{artanh}(\sqrt c\,\|x\|)\Big)
+                        \frac{Mx}{\|Mx\|}, \qquad M \otimes_c x = 0 \text{ if } Mx = 0.
+
+    Curvature ``-c`` with ``c > 0``.  Properties: equals
+    ``expmap0(M @ logmap0(x))``; ``(MN) ⊗ x = M ⊗ (N ⊗ x)``; ``(rM) ⊗ x = r ⊗ (M ⊗ x)``;
+    orthogonal ``M`` commute with it and keep the radius; the radius scales by
+    ``‖Mx‖/‖x‖`` (HyperCLIP supplement, Eq. S-5).
+
+    Shapes: ``m (..., p, n)``, ``x (..., n)`` along ``dim`` -> ``(..., p)``.
+    Row convention as in ``torch.nn.functional.linear``: ``x @ m.T``.
+    """
+    c, d = _setup(c, dim, ("x", x))
+    _checks.tensor(m, "m")
+    if m.dim() < 2 or m.shape[-1] != x.shape[d]:
+        raise ValueError(
+            f"m must be a matrix (..., p, n) whose last size n equals x.shape[dim] = {x.shape[d]}, "
+            f"got m of shape {tuple(m.shape)}"
+        )
+    x = _point(x, c, d, "x", project)
+    xl = x.movedim(d, -1)
+    mx = xl @ m.transpose(-1, -2)
+    sqrt_c = _sqrt(c)
+    x_norm = _floored(_norm(xl, -1))
+    mx_norm = _floored(_norm(mx, -1))
+    if isinstance(sqrt_c, torch.Tensor) and sqrt_c.dim() >= -d:
+        sqrt_c = sqrt_c.movedim(d, -1)
+    scale = torch.tanh(mx_norm / x_norm * _artanh(sqrt_c * x_norm)) / (mx_norm * sqrt_c)
+    # Mx = 0 gives mx * scale = 0 exactly: the floored norms keep scale finite.
+    out = (mx * scale).movedim(-1, d)
+    return _project(out, c, d) if project else out
+
+
+@fp32_math
+def expmap0(v: torch.Tensor, *, c: Curvature, dim: int = -1, project: bool = True) -> torch.Tensor:
+    r"""Exponential map at the origin (Ganea et al. 2018, Lemma 1 at ``x = 0``):
+
+    .. math:: \exp^c_0(v) = \tanh(\sqrt c\,\|v\|)\,\frac{v}{\sqrt c\,\|v\|}.
+
+    Curvature ``-c`` with ``c > 0``.  Properties: ``expmap0(0) = 0`` with
+    Jacobian ``I`` there; keeps directions; ``Rad(expmap0(v)) = 2‖v‖`` (the
+    metric at 0 is ``4·g^E``, so the tangent norm of ``v`` at 0 is ``2‖v‖``);
+    inverse of :func:`logmap0`; as ``c -> 0`` it tends to the identity.
+
+    Shapes: ``v (..., n)`` -> ``(..., n)``.
+    """
+    c, d = _setup(c, dim, ("v", v))
+    z = _floored(_sqrt(c) * _norm(v, d))
+    out = v * (torch.tanh(z) / z)
+    return _project(out, c, d) if project else out
+
+
+@fp32_math
+def logmap0(y: torch.Tensor, *, c: Curvature, dim: int = -1, project: bool = True) -> torch.Tensor:
+    r"""Logarithmic map at the origin (Ganea et al. 2018, Lemma 1 at ``x = 0``):
+
+    .. math:: \log^c_0(y) = \operatorname{artanh}(\sqrt c\,\|y\|)\,\frac{y}{\sqrt c\,\|y\|}.
+
+    Curvature ``-c`` with ``c > 0``.  Properties: inverse of :func:`expmap0`;
+    ``‖logmap0(y)‖ = Rad(y) / 2``; keeps directions.  Shapes: ``(..., n)`` -> ``(..., n)``.
+    """
+    c, d = _setup(c, dim, ("y", y))
+    y = _point(y, c, d, "y", project)
+    z = _floored(_sqrt(c) * _norm(y, d))
+    return y * (_artanh(z) / z)
+
+
+@fp32_math
+def expmap(x: torch.Tensor, v: torch.Tensor, *, c: Curvature, dim: int = -1, project: bool = True) -> torch.Tensor:
+    r"""Exponential map at ``x`` (Ganea et al. 2018, Lemma 1):
+
+    .. math:: \exp^c_x(v) = x \oplus_c \Big(\tanh\!\big(\tfrac{\sqrt c\,\lambda^c_x\|v\|}{2}\big)\frac{v}{\sqrt c\,\|v\|}\Big).
+
+    Curvature ``-c`` with ``c > 0``.  Properties: ``expmap(x, 0) = x``;
+    ``d(x, expmap(x, v)) = ‖v‖_x = λ_x‖v‖``; inverse of :func:`logmap`;
+    ``expmap(0, v) = expmap0(v)``.  Shapes: ``x, v (..., n)`` -> ``(..., n)``.
+    """
+    c, d = _setup(c, dim, ("x", x), ("v", v))
+    x = _point(x, c, d, "x", project)
+    half_lam = 1 / _one_minus_cx2((x * x).sum(d, keepdim=True), c)  # λ_x / 2
+    sv = _floored(_sqrt(c) * _norm(v, d))
+    # sv·λ_x/2 may overflow to inf for huge v: tanh(inf) = 1 is the right limit.
+    second = torch.tanh(sv * half_lam) * v / sv
+    out = _mobius_add(x, second, c, d)
+    return _project(out, c, d) if project else out
+
+
+@fp32_math
+def logmap(x: torch.Tensor, y: torch.Tensor, *, c: Curvature, dim: int = -1, project: bool = True) -> torch.Tensor:
+    r"""Logarithmic map at ``x`` (Ganea et al. 2018, Lemma 1):
+
+    .. math:: \log^c_x(y) = \frac{2}{\sqrt c\,\lambda^c_x}\operatorname{artanh}(\sqrt c\,\|w\|)\frac{w}{\|w\|},
+              \qquad w = (-x) \oplus_c y.
+
+    Curvature ``-c`` with ``c > 0``.  Properties: inverse of :func:`expmap`;
+    ``‖logmap(x, y)‖_x = d(x, y)``; ``logmap(0, y) = logmap0(y)``.
+    Shapes: ``x, y (..., n)`` -> ``(..., n)``.
+    """
+    c, d = _setup(c, dim, ("x", x), ("y", y))
+    x = _point(x, c, d, "x", project)
+    y = _point(y, c, d, "y", project)
+    w = _mobius_add(-x, y, c, d)
+    one_minus = _one_minus_cx2((x * x).sum(d, keepdim=True), c)  # = 2 / λ_x
+    z = _floored(_sqrt(c) * _norm(w, d))
+    return one_minus * w * (_artanh(z) / z)
+
+
+@fp32_math
+def dist(
+    x: torch.Tensor, y: torch.Tensor, *, c: Curvature, dim: int = -1, keepdim: bool = False, project: bool = True
+) -> torch.Tensor:
+    r"""Geodesic distance:
+
+    .. math:: d_c(x, y) = \frac{2}{\sqrt c}\operatorname{artanh}\big(\sqrt c\,\|(-x) \oplus_c y\|\big).
+
+    Curvature ``-c`` with ``c > 0``.  Properties: a metric (symmetric,
+    ``d(x, x) = 0``, triangle inequality); invariant under Möbius translations
+    ``d(a ⊕ x, a ⊕ y) = d(x, y)`` and rotations; ``d(0, y) = Rad(y)``; as
+    ``c -> 0`` it tends to ``2‖x - y‖``.  Shapes: ``(..., n)`` -> ``(...)``.
+    """
+    c, d = _setup(c, dim, ("x", x), ("y", y))
+    x = _point(x, c, d, "x", project)
+    y = _point(y, c, d, "y", project)
+    sqrt_c = _sqrt(c)
+    out = 2 / sqrt_c * _artanh(sqrt_c * _norm(_mobius_add(-x, y, c, d), d))
+    return out if keepdim else out.squeeze(d)
+
+
+@fp32_math
+def pairwise_dist(x: torch.Tensor, y: torch.Tensor, *, c: Curvature, project: bool = True) -> torch.Tensor:
+    r"""All distances :math:`D_{ij} = d_c(x_i, y_j)` between two point sets.
+
+    Curvature ``-c`` with ``c > 0`` (a number).  Shapes: ``x (N, n)``,
+    ``y (M, n)`` -> ``(N, M)``; memory ``O(N·M·n)``.
+    """
+    _checks.tensor(x, "x")
+    _checks.tensor(y, "y")
+    if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(
+            f"x and y must be matrices (N, n) and (M, n) with the same n, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    return dist(x.unsqueeze(1), y.unsqueeze(0), c=c, project=project)
+
+
+@fp32_math
+def radius(x: torch.Tensor, *, c: Curvature, dim: int = -1, keepdim: bool = False, project: bool = True) -> torch.Tensor:
+    r"""Hyperbolic radius, the distance to the origin (HyperCLIP supplement, Eq. S-1):
+
+    .. math:: \operatorname{Rad}(x) = d_c(0, x) = \frac{2}{\sqrt c}\operatorname{artanh}(\sqrt c\,\|x\|).
+
+    Curvature ``-c`` with ``c > 0``.  Properties: ``Rad(r ⊗ x) = |r| Rad(x)``;
+    ``Rad(M ⊗ x) = (‖Mx‖/‖x‖) Rad(x)``; ``Rad(Rx) = Rad(x)`` for orthogonal
+    ``R``; ``Rad(expmap0(v)) = 2‖v‖``.  Shapes: ``(..., n)`` -> ``(...)``.
+    """
+    c, d = _setup(c, dim, ("x", x))
+    x = _point(x, c, d, "x", project)
+    sqrt_c = _sqrt(c)
+    out = 2 / sqrt_c * _artanh(sqrt_c * _norm(x, d))
+    return out if keepdim else out.squeeze(d)
+
+
+@fp32_math
+def angle_at_origin(x: torch.Tensor, y: torch.Tensor, *, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
+    r"""Angle at the origin between the geodesics from 0 to ``x`` and from 0 to ``y``:
+
+    .. math:: \angle_0(x, y) = 2\operatorname{atan2}\big(\|\hat x - \hat y\|, \|\hat x + \hat y\|\big),
+              \qquad \hat x = x / \|x\|.
+
+    The geodesics from the origin are straight rays and the ball is conformal,
+    so this is the Euclidean angle between ``x`` and ``y``, for every curvature
+    ``-c`` (hence no ``c`` argument).  Kahan's ``atan2`` form is accurate near
+    0 and π, where ``arccos`` of the cosine loses half the digits and has an
+    infinite derivative.  Properties: symmetric; in ``[0, π]``; invariant under
+    rotations ``R`` (``∠(Rx, Ry) = ∠(x, y)``) and under positive rescaling
+    of either argument, so Möbius scalar multiplication by ``r > 0`` keeps it.
+    Angles with a zero vector are 0 by convention.  Shapes: ``(..., n)`` -> ``(...)``.
+    """
+    _checks.tensor(x, "x")
+    _checks.tensor(y, "y")
+    d = _checks.dim_index(x, dim, "x")
+    _checks.same_space(x, y, d, ("x", "y"))
+    ux = x / _floored(_norm(x, d))
+    uy = y / _floored(_norm(y, d))
+    out = 2 * torch.atan2(_norm(ux - uy, d), _norm(ux + uy, d))
+    # a zero vector has no direction: report 0 rather than the 90 degrees atan2 gives
+    zero = (_norm(x, d) == 0) | (_norm(y, d) == 0)
+    out = torch.where(zero, torch.zeros_like(out), out)
+    return out if keepdim else out.squeeze(d)
+
+
+@fp32_math
+def geodesic(t, x: torch.Tensor, y: torch.Tensor, *, c: Curvature, dim: int = -1, project: bool = True) -> torch.Tensor:
+    r"""The geodesic through ``x`` (at ``t = 0``) and ``y`` (at ``t = 1``), at constant speed:
+
+    .. math:: \gamma_{x \to y}(t) = x \oplus_c \big(t \otimes_c ((-x) \oplus_c y)\big).
+
+    Curvature ``-c`` with ``c > 0``.  Properties: ``d(x, γ(t)) = |t|·d(x, y)``;
+    ``d(γ(s), γ(t)) = |s - t|·d(x, y)``.  ``t`` is a number or a tensor that
+    broadcasts against the inputs with the vector axis kept (e.g. ``(T, 1)``
+    for a curve of ``T`` points between two vectors ``(n,)``).
+    """
+    c, d = _setup(c, dim, ("x", x), ("y", y))
+    t = _checks.broadcast_scalar(t, x, "t")
+    x = _point(x, c, d, "x", project)
+    y = _point(y, c, d, "y", project)
+    direction = _mobius_add(-x, y, c, d)
+    out = _mobius_add(x, _mobius_scalar_mul(t, direction, c, d), c, d)
+    return _project(out, c, d) if project else out
+
+
+@fp32_math
+def gyration(
+    u: torch.Tensor, v: torch.Tensor, w: torch.Tensor, *, c: Curvature, dim: int = -1, project: bool = True
+) -> torch.Tensor:
+    r"""Gyration :math:`\operatorname{gyr}[u, v]w = -(u \oplus_c v) \oplus_c \big(u \oplus_c (v \oplus_c w)\big)` (Ungar 2008), in closed form:
+
+    .. math::
+        \operatorname{gyr}[u,v]w = w + 2\,\frac{A u + B v}{D},\quad
+        A = -c^2\langle u,w\rangle\|v\|^2 + c\langle v,w\rangle + 2c^2\langle u,v\rangle\langle v,w\rangle,\\
+        B = -c^2\langle v,w\rangle\|u\|^2 - c\langle u,w\rangle,\quad
+        D = 1 + 2c\langle u,v\rangle + c^2\|u\|^2\|v\|^2.
+
+    Curvature ``-c`` with ``c > 0``.  Properties: an orthogonal linear map in
+    ``w`` (keeps norms and inner products); ``gyr[u, 0] = gyr[0, v] = I``;
+    ``u ⊕ v = gyr[u, v](v ⊕ u)``.  ``u`` and ``v`` are points, ``w`` any vector.
+    """
+    c, d = _setup(c, dim, ("u", u), ("v", v), ("w", w))
+    u = _point(u, c, d, "u", project)
+    v = _point(v, c, d, "v", project)
+    return _gyration(u, v, w, c, d)
+
+
+@fp32_math
+def parallel_transport(
+    x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, *, c: Curvature, dim: int = -1, project: bool = True
+) -> torch.Tensor:
+    r"""Parallel transport of the tangent vector ``v`` from ``x`` to ``y`` along the geodesic:
+
+    .. math:: P^c_{x \to y}(v) = \frac{\lambda^c_x}{\lambda^c_y}\operatorname{gyr}[y, -x]\,v.
+
+    Curvature ``-c`` with ``c > 0``.  Properties: keeps Riemannian inner
+    products ``<P u, P v>_y = <u, v>_x``; ``P_{0→y}(v) = (1 - c‖y‖²) v``;
+    ``P_{y→x}(P_{x→y}(v)) = v``.  Shapes: ``x, y, v (..., n)`` -> ``(..., n)``.
+    """
+    c, d = _setup(c, dim, ("x", x), ("y", y), ("v", v))
+    x = _point(x, c, d, "x", project)
+    y = _point(y, c, d, "y", project)
+    lam_ratio = _one_minus_cx2((y * y).sum(d, keepdim=True), c) / _one_minus_cx2((x * x).sum(d, keepdim=True), c)
+    return _gyration(y, -x, v, c, d) * lam_ratio
