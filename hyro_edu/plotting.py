@@ -93,5 +93,5 @@ def poincare_scene(ax, *, c: float = 1.0, center=(0.3, 0.2), radii=(0.5, 1.0, 2.
         circle = hyperbolic_circle(x, r, c=c).numpy()
         ax.plot(circle[:, 0], circle[:, 1], color="tab:red", lw=1.0)
     ax.scatter([x[0].item()], [x[1].item()], color="black", s=18, zorder=3)
-    ax.set_title(f"c = {c:g}: radius 1/sqrt(c) = {scale:.2f}; circles d = {', '.join(f'{r:g}' for r in radii)}")
+    ax.set_title(f"c = {c:g}  (ball radius {scale:.2f})")
     return ax
