@@ -2,8 +2,8 @@
 
 Curvature convention, everywhere in this package: ``c > 0`` means curvature ``-c``.
 """
-from . import curvature, numerics, poincare
+from . import cayley, curvature, lorentz, numerics, poincare
 
 __version__ = "0.1.0"
 
-__all__ = ["curvature", "numerics", "poincare", "__version__"]
+__all__ = ["cayley", "curvature", "lorentz", "numerics", "poincare", "__version__"]

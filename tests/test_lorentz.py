@@ -1,0 +1,180 @@
+"""The Lorentz model: geoopt oracle, conversions to the Poincaré ball, worked examples, edge cases."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hyro_edu import lorentz as L
+from hyro_edu import poincare as P
+from hyro_edu.curvature import to_geoopt_lorentz_k
+
+from .conftest import TOL, ball_points
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    import geoopt
+
+
+def hyperboloid_points(n, dim, c, dtype, gen, scale=1.0):
+    return L.expmap0(scale * torch.randn(n, dim, dtype=dtype, generator=gen) / c**0.5, c=c)
+
+
+def test_points_lie_on_the_hyperboloid(c, dtype, gen):
+    x = hyperboloid_points(50, 4, c, dtype, gen)
+    torch.testing.assert_close(L.inner(x, x), torch.full((50,), -1 / c, dtype=dtype), **TOL[dtype])
+    assert torch.all(x[:, 0] > 0)
+
+
+def test_origin_and_lift(c):
+    o = L.origin(3, c=c, dtype=torch.float64)
+    assert o.tolist() == [1 / math.sqrt(c), 0.0, 0.0, 0.0]
+    torch.testing.assert_close(L.lift(torch.zeros(3, dtype=torch.float64), c=c), o)
+    assert L.radius(o, c=c).item() == 0
+
+
+def test_distances_match_geoopt(c, dtype, gen):
+    manifold = geoopt.Lorentz(k=torch.tensor(to_geoopt_lorentz_k(c), dtype=torch.float64))
+    x, y = hyperboloid_points(40, 3, c, dtype, gen, 0.7), hyperboloid_points(40, 3, c, dtype, gen, 0.7)
+    torch.testing.assert_close(L.dist(x, y, c=c), manifold.dist(x, y), **TOL[dtype])
+
+
+def test_exp_log_transport_match_geoopt(c, gen):
+    dtype = torch.float64
+    manifold = geoopt.Lorentz(k=torch.tensor(to_geoopt_lorentz_k(c), dtype=torch.float64))
+    x, y = hyperboloid_points(30, 3, c, dtype, gen, 0.6), hyperboloid_points(30, 3, c, dtype, gen, 0.6)
+    u = manifold.proju(x, 0.5 * torch.randn(30, 4, dtype=dtype, generator=gen) / c**0.5)
+    torch.testing.assert_close(L.expmap(x, u, c=c), manifold.expmap(x, u), **TOL[dtype])
+    torch.testing.assert_close(L.logmap(x, y, c=c), manifold.logmap(x, y), **TOL[dtype])
+    torch.testing.assert_close(L.parallel_transport(x, y, u, c=c), manifold.transp(x, y, u), **TOL[dtype])
+
+
+def test_exp_log_round_trips(c, dtype, gen):
+    x, y = hyperboloid_points(30, 5, c, dtype, gen, 0.6), hyperboloid_points(30, 5, c, dtype, gen, 0.6)
+    scale = 50 if dtype == torch.float32 else 1
+    tol = {k: v * scale for k, v in TOL[dtype].items()}
+    torch.testing.assert_close(L.expmap(x, L.logmap(x, y, c=c), c=c), y, **tol)
+    v = 0.5 * torch.randn(30, 5, dtype=dtype, generator=gen) / c**0.5
+    torch.testing.assert_close(L.logmap0(L.expmap0(v, c=c), c=c), v, **tol)
+    torch.testing.assert_close(L.radius(L.expmap0(v, c=c), c=c), v.norm(dim=-1), **tol)
+    # logmap is tangent and has Lorentz norm equal to the distance
+    w = L.logmap(x, y, c=c)
+    torch.testing.assert_close(L.inner(x, w), torch.zeros(30, dtype=dtype), **tol)
+    torch.testing.assert_close(L.inner(w, w).clamp_min(0).sqrt(), L.dist(x, y, c=c), **tol)
+
+
+def test_parallel_transport_keeps_inner_products(c, gen):
+    dtype = torch.float64
+    x, y = hyperboloid_points(20, 3, c, dtype, gen, 0.6), hyperboloid_points(20, 3, c, dtype, gen, 0.6)
+    u = L.logmap(x, hyperboloid_points(20, 3, c, dtype, gen, 0.6), c=c)
+    v = L.logmap(x, hyperboloid_points(20, 3, c, dtype, gen, 0.6), c=c)
+    pu, pv = L.parallel_transport(x, y, u, c=c), L.parallel_transport(x, y, v, c=c)
+    torch.testing.assert_close(L.inner(pu, pv), L.inner(u, v), **TOL[dtype])
+    torch.testing.assert_close(L.inner(y, pu), torch.zeros(20, dtype=dtype), **TOL[dtype])
+
+
+def test_poincare_conversion_is_an_isometry(c, dtype, gen):
+    p, q = ball_points(40, 4, c, dtype, generator=gen), ball_points(40, 4, c, dtype, generator=gen)
+    x, y = L.from_poincare(p, c=c), L.from_poincare(q, c=c)
+    scale = 20 if dtype == torch.float32 else 1
+    tol = {k: v * scale for k, v in TOL[dtype].items()}
+    torch.testing.assert_close(L.dist(x, y, c=c), P.dist(p, q, c=c), **tol)
+    torch.testing.assert_close(L.to_poincare(x, c=c), p, **tol)
+    torch.testing.assert_close(L.inner(x, x), torch.full((40,), -1 / c, dtype=dtype), **tol)
+
+
+@pytest.mark.parametrize("c", [0.5, 1.0, 2.0])
+def test_reference_conversion_example(c):
+    """p = (0.3, 0.2)/sqrt(c), q = (0.5, 0.45)/sqrt(c): d = 0.897357/sqrt(c) in both models."""
+    p = torch.tensor([0.3, 0.2], dtype=torch.float64) / math.sqrt(c)
+    q = torch.tensor([0.5, 0.45], dtype=torch.float64) / math.sqrt(c)
+    expected = 0.897357 / math.sqrt(c)
+    assert P.dist(p, q, c=c).item() == pytest.approx(expected, abs=1e-6)
+    assert L.dist(L.from_poincare(p, c=c), L.from_poincare(q, c=c), c=c).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_meru_exp_map_examples():
+    """MERU's exp_map0 examples (space components): c = 1 and c = 0.5."""
+    v = torch.tensor([0.6, 0.8], dtype=torch.float64)
+    x = L.expmap0(v, c=1.0)
+    torch.testing.assert_close(x, torch.tensor([1.543081, 0.705121, 0.940161], dtype=torch.float64), atol=1e-6, rtol=0)
+    x = L.expmap0(v, c=0.5)
+    torch.testing.assert_close(x[1:], torch.tensor([0.651265, 0.868353], dtype=torch.float64), atol=1e-6, rtol=0)
+    assert L.dist(x, L.origin(2, c=0.5, dtype=torch.float64), c=0.5).item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_expmap0_matches_poincare_expmap0_with_halved_vector(c, gen):
+    v = torch.randn(20, 3, dtype=torch.float64, generator=gen) / c**0.5
+    torch.testing.assert_close(L.to_poincare(L.expmap0(v, c=c), c=c), P.expmap0(v / 2, c=c))
+
+
+def test_nearby_points_have_accurate_distances():
+    """The arsinh form keeps relative accuracy where arcosh(-c<x, y>) loses it."""
+    x = L.expmap0(torch.tensor([0.3, 0.4], dtype=torch.float32), c=1.0)
+    y = L.expmap(x, L.parallel_transport(L.origin(2, c=1.0), x, torch.tensor([0.0, 1e-4, 0.0]), c=1.0), c=1.0)
+    assert L.dist(x, y, c=1.0).item() == pytest.approx(1e-4, rel=1e-3)
+
+
+@given(
+    c=st.floats(1e-3, 1e3),
+    scale=st.sampled_from([0.0, 1e-30, 1e-6, 1.0, 30.0, 1e4]),
+    seed=st.integers(0, 2**31 - 1),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_no_nan_or_inf_forward_or_backward(c, scale, seed, dtype):
+    g = torch.Generator().manual_seed(seed)
+    v = (scale * torch.randn(3, 4, dtype=dtype, generator=g)).requires_grad_(True)
+    w = (torch.randn(3, 4, dtype=dtype, generator=g)).requires_grad_(True)
+    x, y = L.expmap0(v, c=c), L.expmap0(w, c=c)
+    outs = [x, L.logmap0(x, c=c), L.dist(x, y, c=c), L.dist(x, x, c=c), L.logmap(x, y, c=c), L.radius(x, c=c)]
+    outs.append(L.parallel_transport(x, y, L.logmap(x, y, c=c), c=c))
+    outs.append(L.to_poincare(x, c=c))
+    total = sum(o.sum() for o in outs)
+    assert all(torch.isfinite(o).all() for o in outs)
+    total.backward()
+    assert torch.isfinite(v.grad).all() and torch.isfinite(w.grad).all()
+
+
+def test_learnable_curvature_is_positive_and_clamped():
+    k = L.LearnableCurvature(0.5)
+    assert k().item() == pytest.approx(0.5)
+    with torch.no_grad():
+        k.log_c.fill_(10.0)
+    assert k().item() == pytest.approx(5.0)
+    with torch.no_grad():
+        k.log_c.fill_(-10.0)
+    assert k().item() == pytest.approx(0.05)
+    k.log_c.data.fill_(math.log(0.5))
+    x = L.expmap0(torch.tensor([[0.3, 0.1]]), c=k())
+    L.dist(x, L.origin(2, c=0.5).unsqueeze(0), c=k()).sum().backward()
+    assert torch.isfinite(k.log_c.grad)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="c must be finite and > 0"):
+        L.expmap0(torch.zeros(2), c=0.0)
+    with pytest.raises(ValueError, match="at least 2 coordinates"):
+        L.dist(torch.zeros(3, 1), torch.zeros(3, 1), c=1.0)
+    with pytest.raises(ValueError, match="p must lie inside the Poincare ball"):
+        L.from_poincare(torch.tensor([1.0, 1.0]), c=1.0)
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        L.origin(0, c=1.0)
+    with pytest.raises(ValueError, match="c_init must be finite and > 0"):
+        L.LearnableCurvature(-1.0)
+    with pytest.raises(ValueError, match="x and y must have the same size"):
+        L.dist(torch.zeros(3), torch.zeros(4), c=1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("c", [0.01, 1.0, 5.0])
+def test_capacity_matches_the_poincare_ball(c, dtype):
+    from hyro_edu.numerics import max_radius
+
+    far = L.expmap0(torch.tensor([[1e4, 0.0]], dtype=dtype), c=c)
+    assert L.radius(far, c=c).item() == pytest.approx(max_radius(c, dtype), rel=1e-4)
+    assert torch.isfinite(L.to_poincare(far, c=c)).all()
+    assert bool((L.to_poincare(far, c=c).norm(dim=-1) * c**0.5 < 1).all())
