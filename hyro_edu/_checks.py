@@ -73,7 +73,12 @@ def same_space(x: torch.Tensor, y: torch.Tensor, dim: int, names: tuple[str, str
 def inside_ball(x: torch.Tensor, c: Curvature, dim: int, name: str) -> None:
     """Points must satisfy ``sqrt(c)·‖x‖ < 1`` (strictly inside the ball of radius 1/sqrt(c))."""
     with torch.no_grad():
-        scaled = torch.linalg.vector_norm(x, dim=dim, keepdim=True) * (c**0.5)
+        inside_ball_scaled_norm(torch.linalg.vector_norm(x, dim=dim, keepdim=True) * (c**0.5), name)
+
+
+def inside_ball_scaled_norm(scaled: torch.Tensor, name: str) -> None:
+    """Like :func:`inside_ball`, from an already computed ``sqrt(c)·‖x‖`` (saves a pass over ``x``)."""
+    with torch.no_grad():
         bad = ~(scaled < 1)  # also catches NaN
         if bool(bad.any()):
             worst = scaled[bad].max().item() if bool(torch.isfinite(scaled[bad]).any()) else float("nan")

@@ -104,14 +104,23 @@ def _gyro_denominator(cx2, cy2, cxy):
     return den.clamp_min(torch.finfo(den.dtype).eps ** 2)
 
 
+def _max_norm(c: Curvature, dtype) -> Union[float, torch.Tensor]:
+    return (1 - ball_margin(dtype)) / _sqrt(c)
+
+
+def _into_ball(norm: torch.Tensor, c: Curvature) -> torch.Tensor:
+    """Per-row factor ``s`` in (0, 1] such that ``s·x`` is ``x`` projected into the ball (``norm = ‖x‖``)."""
+    max_norm = _max_norm(c, norm.dtype)
+    # Rows within a 4-ulp slack of the limit keep s = 1: the rescaled norm is
+    # max_norm up to a few ulps, and the slack keeps projection idempotent.
+    outside = norm > max_norm * (1 + 4 * torch.finfo(norm.dtype).eps)
+    return torch.where(outside, max_norm / _floored(norm), torch.ones_like(norm))
+
+
 def _project(x: torch.Tensor, c: Curvature, dim: int) -> torch.Tensor:
-    norm = _norm(x, dim)
-    max_norm = (1 - ball_margin(x.dtype)) / _sqrt(c)
-    # where() (not a rescale of every row) leaves interior points bit-identical.
-    # The rescaled norm is max_norm up to a few ulps; the 4-ulp slack in the
-    # test keeps projection idempotent instead of re-rescaling those rows.
-    outside = norm > max_norm * (1 + 4 * torch.finfo(x.dtype).eps)
-    return torch.where(outside, x / _floored(norm) * max_norm, x)
+    # A multiply by the per-row factor (exactly 1 for interior rows, so they
+    # stay bit-identical) costs one pass over x instead of a rescale and a where.
+    return x * _into_ball(_norm(x, dim), c)
 
 
 def _point(x, c, dim, name, project_input):
@@ -140,6 +149,35 @@ def _mobius_add(x, y, c, dim):
     num = (1 + 2 * c * xy + c * y2) * x + (1 - c * x2) * y
     den = _gyro_denominator(c * x2, c * y2, c * xy)
     return num / den
+
+
+def _mobius_add_parts(x, y, c, dim, project, names):
+    """Numerator and denominator of ``x ⊕ y`` for possibly unprojected inputs.
+
+    With ``project`` the inputs are projected into the ball by per-row factors
+    ``sx, sy`` that are folded into the coefficients: ``num = a·sx·x + b·sy·y``
+    never materialises the projected inputs.  Without it they are checked.
+    """
+    # All three from elementwise products, so that rounding is consistent and
+    # (-x) ⊕ x cancels to 0 (norms from vector_norm round differently).
+    x2 = (x * x).sum(dim, keepdim=True)
+    y2 = (y * y).sum(dim, keepdim=True)
+    xy = (x * y).sum(dim, keepdim=True)
+    if not project:  # validate from the squared norms computed anyway
+        _checks.inside_ball_scaled_norm((c * x2).sqrt(), names[0])
+        _checks.inside_ball_scaled_norm((c * y2).sqrt(), names[1])
+    if project:
+        # sqrt'(0) is infinite: the floor keeps the gradient at x = 0 finite
+        # (the factor only depends on norms far from 0 anyway).
+        tiny = torch.finfo(x2.dtype).tiny
+        sx, sy = _into_ball(x2.clamp_min(tiny).sqrt(), c), _into_ball(y2.clamp_min(tiny).sqrt(), c)
+        x2, y2, xy = x2 * (sx * sx), y2 * (sy * sy), xy * (sx * sy)
+    a = 1 + 2 * c * xy + c * y2
+    b = 1 - c * x2
+    if project:
+        a, b = a * sx, b * sy
+    num = a * x + b * y
+    return num, _gyro_denominator(c * x2, c * y2, c * xy)
 
 
 def _mobius_scalar_mul(r, x, c, dim):
@@ -258,10 +296,11 @@ def mobius_add(x: torch.Tensor, y: torch.Tensor, *, c: Curvature, dim: int = -1,
     Shapes: ``x, y (..., n)`` (broadcasting) -> ``(..., n)``.
     """
     c, d = _setup(c, dim, ("x", x), ("y", y))
-    x = _point(x, c, d, "x", project)
-    y = _point(y, c, d, "y", project)
-    out = _mobius_add(x, y, c, d)
-    return _project(out, c, d) if project else out
+    num, den = _mobius_add_parts(x, y, c, d, project, ("x", "y"))
+    if not project:
+        return num / den
+    # One pass for the output: project by folding the factor into 1/den.
+    return num * (_into_ball(_norm(num, d) / den, c) / den)
 
 
 @fp32_math
@@ -291,9 +330,15 @@ def mobius_scalar_mul(r, x: torch.Tensor, *, c: Curvature, dim: int = -1, projec
     """
     c, d = _setup(c, dim, ("x", x))
     r = _checks.broadcast_scalar(r, x, "r")
-    x = _point(x, c, d, "x", project)
-    out = _mobius_scalar_mul(r, x, c, d)
-    return _project(out, c, d) if project else out
+    if not project:
+        _checks.inside_ball(x, c, d, "x")
+        return _mobius_scalar_mul(r, x, c, d)
+    limit = 1 - ball_margin(x.dtype)
+    z = _floored(_sqrt(c) * _norm(x, d))
+    # Input projection clips z; the output has norm |tanh(r·artanh(z))|/sqrt(c),
+    # so output projection clips the tanh.
+    t = torch.tanh(r * _artanh(z.clamp_max(limit))).clamp(-limit, limit)
+    return x * (t / z)
 
 
 @fp32_math
@@ -319,18 +364,28 @@ def mobius_matvec(m: torch.Tensor, x: torch.Tensor, *, c: Curvature, dim: int = 
             f"m must be a matrix (..., p, n) whose last size n equals x.shape[dim] = {x.shape[d]}, "
             f"got m of shape {tuple(m.shape)}"
         )
-    x = _point(x, c, d, "x", project)
     xl = x.movedim(d, -1)
     mx = xl @ m.transpose(-1, -2)
     sqrt_c = _sqrt(c)
-    x_norm = _floored(_norm(xl, -1))
-    mx_norm = _floored(_norm(mx, -1))
     if isinstance(sqrt_c, torch.Tensor) and sqrt_c.dim() >= -d:
         sqrt_c = sqrt_c.movedim(d, -1)
-    scale = torch.tanh(mx_norm / x_norm * _artanh(sqrt_c * x_norm)) / (mx_norm * sqrt_c)
+    x_norm = _norm(xl, -1)
+    if not project:
+        _checks.inside_ball_scaled_norm(sqrt_c * x_norm, "x")
+    x_norm = _floored(x_norm)
+    mx_norm = _floored(_norm(mx, -1))
+    z = sqrt_c * x_norm
+    if project:
+        # Projecting x scales x and Mx alike: ‖Mx‖/‖x‖ is unchanged and only
+        # artanh(sqrt(c)‖x‖) sees the clipped norm; the output has norm
+        # tanh(...)/sqrt(c), so output projection clips the tanh.
+        limit = 1 - ball_margin(z.dtype)
+        t = torch.tanh(mx_norm / x_norm * _artanh(z.clamp_max(limit))).clamp_max(limit)
+    else:
+        t = torch.tanh(mx_norm / x_norm * _artanh(z))
     # Mx = 0 gives mx * scale = 0 exactly: the floored norms keep scale finite.
-    out = (mx * scale).movedim(-1, d)
-    return _project(out, c, d) if project else out
+    out = mx * (t / (mx_norm * sqrt_c))
+    return out.movedim(-1, d)
 
 
 @fp32_math
@@ -348,8 +403,11 @@ def expmap0(v: torch.Tensor, *, c: Curvature, dim: int = -1, project: bool = Tru
     """
     c, d = _setup(c, dim, ("v", v))
     z = _floored(_sqrt(c) * _norm(v, d))
-    out = v * (torch.tanh(z) / z)
-    return _project(out, c, d) if project else out
+    t = torch.tanh(z)
+    if project:
+        # ‖expmap0(v)‖ = tanh(z)/sqrt(c): projecting the output is clipping tanh(z).
+        t = t.clamp_max(1 - ball_margin(t.dtype))
+    return v * (t / z)
 
 
 @fp32_math
@@ -362,9 +420,14 @@ def logmap0(y: torch.Tensor, *, c: Curvature, dim: int = -1, project: bool = Tru
     ``‖logmap0(y)‖ = Rad(y) / 2``; keeps directions.  Shapes: ``(..., n)`` -> ``(..., n)``.
     """
     c, d = _setup(c, dim, ("y", y))
-    y = _point(y, c, d, "y", project)
-    z = _floored(_sqrt(c) * _norm(y, d))
-    return y * (_artanh(z) / z)
+    z = _sqrt(c) * _norm(y, d)
+    if not project:
+        _checks.inside_ball_scaled_norm(z, "y")
+    z = _floored(z)
+    # Projecting y first scales it to norm min(‖y‖, max_norm): only the artanh
+    # argument changes, so clip z there and keep y/z as the direction.
+    zc = z.clamp_max(1 - ball_margin(z.dtype)) if project else z
+    return y * (_artanh(zc) / z)
 
 
 @fp32_math
@@ -421,10 +484,9 @@ def dist(
     ``c -> 0`` it tends to ``2‖x - y‖``.  Shapes: ``(..., n)`` -> ``(...)``.
     """
     c, d = _setup(c, dim, ("x", x), ("y", y))
-    x = _point(x, c, d, "x", project)
-    y = _point(y, c, d, "y", project)
+    num, den = _mobius_add_parts(-x, y, c, d, project, ("x", "y"))
     sqrt_c = _sqrt(c)
-    out = 2 / sqrt_c * _artanh(sqrt_c * _norm(_mobius_add(-x, y, c, d), d))
+    out = 2 / sqrt_c * _artanh(sqrt_c * _norm(num, d) / den)
     return out if keepdim else out.squeeze(d)
 
 
@@ -455,9 +517,13 @@ def radius(x: torch.Tensor, *, c: Curvature, dim: int = -1, keepdim: bool = Fals
     ``R``; ``Rad(expmap0(v)) = 2‖v‖``.  Shapes: ``(..., n)`` -> ``(...)``.
     """
     c, d = _setup(c, dim, ("x", x))
-    x = _point(x, c, d, "x", project)
     sqrt_c = _sqrt(c)
-    out = 2 / sqrt_c * _artanh(sqrt_c * _norm(x, d))
+    z = sqrt_c * _norm(x, d)
+    if not project:
+        _checks.inside_ball_scaled_norm(z, "x")
+    if project:  # the norm of the projected point
+        z = z.clamp_max(1 - ball_margin(z.dtype))
+    out = 2 / sqrt_c * _artanh(z)
     return out if keepdim else out.squeeze(d)
 
 

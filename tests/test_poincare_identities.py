@@ -267,3 +267,26 @@ def test_angle_at_origin_is_accurate_and_differentiable_at_0_and_pi(dtype):
     assert angle[2] == 0
     angle.sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+def test_projected_calls_equal_project_compute_project(c, dtype, gen):
+    """project=True folds the projections into each formula; it must equal doing them explicitly."""
+    x = torch.randn(N, D, dtype=dtype, generator=gen) * torch.rand(N, 1, dtype=dtype, generator=gen) * 2 / c**0.5
+    y = torch.randn(N, D, dtype=dtype, generator=gen) * torch.rand(N, 1, dtype=dtype, generator=gen) * 2 / c**0.5
+    v = torch.randn(N, D, dtype=dtype, generator=gen) * 5
+    m = torch.randn(4, D, dtype=dtype, generator=gen)
+    px, py = P.project(x, c=c), P.project(y, c=c)
+    assert bool((x.norm(dim=-1) * c**0.5 > 1).any()), "the test needs points outside the ball"
+    pairs = [
+        (P.mobius_add(x, y, c=c), P.project(P.mobius_add(px, py, c=c, project=False), c=c)),
+        # (distances between two points clipped to the margin are at the precision limit,
+        # where artanh(1 - δ) amplifies rounding: keep one point inside)
+        (P.dist(x, 0.5 * py, c=c), P.dist(px, 0.5 * py, c=c, project=False)),
+        (P.expmap0(v, c=c), P.project(P.expmap0(v, c=c, project=False), c=c)),
+        (P.logmap0(x, c=c), P.logmap0(px, c=c, project=False)),
+        (P.radius(x, c=c), P.radius(px, c=c, project=False)),
+        (P.mobius_scalar_mul(2.5, x, c=c), P.project(P.mobius_scalar_mul(2.5, px, c=c, project=False), c=c)),
+        (P.mobius_matvec(m, x, c=c), P.project(P.mobius_matvec(m, px, c=c, project=False), c=c)),
+    ]
+    for fused, explicit in pairs:
+        close(fused, explicit, dtype, scale=50)
