@@ -87,9 +87,10 @@ def _max_arg(dtype) -> float:
     # Capacity: the exp maps keep sqrt(c)·(distance from the origin) at most
     # 2·artanh(1 - sqrt(eps)) -- the radius a projected point of the Poincaré
     # ball can have (hyro_edu.numerics.max_radius): 8.66 in float32, 18.7 in
-    # float64.  Both models then hold the same points, and coordinates stay
-    # below ~cosh(8.66) = 2.9e3/sqrt(c) in float32, where <x, x>_L = -1/c still
-    # has about 1e-3 relative accuracy (it degrades like eps·x_0²).
+    # float64.  Both models then hold the same points.  The rounding error of
+    # <x, x>_L = -1/c grows like eps·c·x_0², and the cap is where c·x_0² reaches
+    # about 1/eps: beyond it float32 rounds x_0 to ‖x_s‖ (points on the light
+    # cone), so the cap bounds how far points go, not how accurate they are.
     return 2 * math.atanh(1 - ball_margin(dtype))
 
 
@@ -167,13 +168,25 @@ def inner(x: torch.Tensor, y: torch.Tensor, *, dim: int = -1, keepdim: bool = Fa
     return out if keepdim else out.squeeze(d)
 
 
-def origin(n: int, *, c: Curvature, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
-    """The origin ``(1/sqrt(c), 0, ..., 0)`` of the ``n``-dimensional hyperboloid of curvature ``-c``: shape ``(n+1,)``."""
+def origin(n: int, *, c: Curvature, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+    """The origin ``(1/sqrt(c), 0, ..., 0)`` of the ``n``-dimensional hyperboloid of curvature ``-c``: shape ``(n+1,)``.
+
+    ``dtype`` defaults to ``torch.get_default_dtype()``; a tensor ``c`` keeps its
+    gradient (and supplies dtype and device when they are not given).
+    """
     c = _checks.curvature(c)
-    if not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an integer >= 1 (the space dimension), got {n!r}")
+    if isinstance(c, torch.Tensor):
+        if c.dim() != 0:
+            raise ValueError(f"c must be a number or a 0-dimensional tensor for origin(), got shape {tuple(c.shape)}")
+        dtype = dtype or c.dtype
+        device = device or c.device
+        time = c.to(dtype).rsqrt().reshape(1)
+        return torch.cat([time, torch.zeros(n, dtype=dtype, device=device)])
+    dtype = dtype or torch.get_default_dtype()
     o = torch.zeros(n + 1, dtype=dtype, device=device)
-    o[0] = 1 / math.sqrt(float(c))
+    o[0] = 1 / math.sqrt(c)
     return o
 
 

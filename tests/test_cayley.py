@@ -75,3 +75,28 @@ def test_bad_input():
     with pytest.raises(ValueError, match="eigenvalue -1"):
         C.inverse_cayley(-torch.eye(2))
     assert C.num_blocks(768, 256) == 3
+
+
+def test_blocks_stay_orthogonal_after_set_num_threads(tmp_path):
+    """Regression: batched CPU solves break after torch.set_num_threads(2) (pytorch#142815).
+
+    The broken state is process-wide, so the check runs in a fresh interpreter.
+    """
+    import subprocess
+    import sys
+
+    script = tmp_path / "check.py"
+    script.write_text(
+        "import torch\n"
+        "from hyro_edu.cayley import block_cayley\n"
+        "torch.set_num_threads(2)\n"
+        "theta = (0.1 * torch.randn(3, 256, 256, generator=torch.Generator().manual_seed(0))).requires_grad_()\n"
+        "r = block_cayley(theta)\n"
+        "err = (r.transpose(-1, -2) @ r - torch.eye(256)).abs().max().item()\n"
+        "r.sum().backward()\n"
+        "assert err < 1e-5, err\n"
+        "assert torch.isfinite(theta.grad).all()\n"
+        "print('ok', err)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stdout + out.stderr

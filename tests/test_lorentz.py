@@ -178,3 +178,12 @@ def test_capacity_matches_the_poincare_ball(c, dtype):
     assert L.radius(far, c=c).item() == pytest.approx(max_radius(c, dtype), rel=1e-4)
     assert torch.isfinite(L.to_poincare(far, c=c)).all()
     assert bool((L.to_poincare(far, c=c).norm(dim=-1) * c**0.5 < 1).all())
+
+
+def test_origin_follows_default_dtype_and_keeps_curvature_gradient():
+    assert L.origin(2, c=1.0).dtype == torch.get_default_dtype()
+    c = torch.tensor(0.25, dtype=torch.float64, requires_grad=True)
+    o = L.origin(3, c=c)
+    assert o.dtype == torch.float64 and o[0].item() == pytest.approx(2.0)
+    o[0].backward()
+    assert c.grad.item() == pytest.approx(-0.5 * 0.25**-1.5)
