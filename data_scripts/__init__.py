@@ -1,0 +1,12 @@
+"""Download and prepare the open-vocabulary segmentation benchmarks for :mod:`hyro_edu.segmentation_data`.
+
+Entry point (from the repository root)::
+
+    python -m data_scripts.prepare --datasets coco_stuff ade20k_150 ... [--root DIR] [--dry-run]
+
+Modules: :mod:`.download` (resumable, checksummed HTTP downloads), :mod:`.archives` (extraction
+that refuses truncated or unsafe archives), :mod:`.common` (what every preparation shares),
+one module per dataset family (:mod:`.coco_stuff`, :mod:`.ade20k`, :mod:`.pascal_context`,
+:mod:`.voc`), :mod:`.prepare` (the command line) and :mod:`.fixtures` (miniature raw datasets in
+the real on-disk formats, for tests and for trying the pipeline without downloading).
+"""

@@ -1,0 +1,170 @@
+"""Prepare any subset of the seven benchmarks: ``python -m data_scripts.prepare``.
+
+Usage (from the repository root)::
+
+    python -m data_scripts.prepare --datasets ade20k_150 voc20 voc20b --dry-run   # what is missing?
+    python -m data_scripts.prepare --datasets ade20k_150 voc20 voc20b             # download + prepare
+    python -m data_scripts.prepare --datasets all --root /data/hyro               # everything
+    python -m data_scripts.prepare --datasets coco_stuff --coco-stuff-splits val  # skip the 18 GB train images
+
+The data root is ``--root``, else ``$HYRO_EDU_DATA``, else ``~/hyro_edu_data``. Downloads resume
+after an interruption (run the same command again); archives that need a registration (ADE20K
+full) are reported with the steps and the expected file name. ``--dry-run`` only lists the state
+of every file (``--probe`` also asks the servers for the sizes) and exits with status 1 if
+something is missing. Exit status 1 also reports a failed step, whose message says what to do.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from hyro_edu import segmentation_data as sd
+from hyro_edu.paths import data_root
+
+from .ade20k import ADE150, ADE847
+from .coco_stuff import CocoStuff
+from .common import Context, Preparer, download_status, run
+from .download import DataPreparationError, human_size, probe_size
+from .pascal_context import PC59, PC459
+from .voc import VOC20, VOC20b
+
+__all__ = ["PREPARERS", "prepare", "dry_run", "main"]
+
+PREPARERS: dict[str, Preparer] = {
+    p.key: p for p in (CocoStuff(), ADE150(), ADE847(), PC59(), PC459(), VOC20(), VOC20b())
+}
+
+
+def _names(datasets: Sequence[str]) -> list[str]:
+    names: list[str] = []
+    for name in datasets:
+        for n in PREPARERS if name == "all" else [name]:
+            if n not in PREPARERS:
+                raise ValueError(f"datasets must be among {sorted(PREPARERS)} or 'all', got {name!r}")
+            if n not in names:
+                names.append(n)
+    if not names:
+        raise ValueError(f"datasets must name at least one of {sorted(PREPARERS)} or 'all'")
+    return names
+
+
+def _context(root, **kwargs) -> Context:
+    coco = tuple(kwargs.pop("coco_stuff_splits", ("train", "val")))
+    if not coco or any(s not in ("train", "val") for s in coco):
+        raise ValueError(f"coco_stuff_splits must be a non-empty subset of ('train', 'val'), got {coco}")
+    workers = kwargs.pop("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    return Context(root=Path(root).expanduser() if root is not None else data_root(), coco_stuff_splits=coco,
+                   workers=workers, **kwargs)
+
+
+def dry_run(datasets: Sequence[str], root=None, *, probe: bool = False, log: Callable[[str], None] = print,
+            **options) -> int:
+    """Print the state of every benchmark and file; return the number of missing files."""
+    names = _names(datasets)
+    ctx = _context(root, log=log, **options)
+    log(f"data root: {ctx.root}")
+    missing = manual = 0
+    seen: set[str] = set()
+    for name in names:
+        info = sd.benchmark_info(name)
+        preparer = PREPARERS[name]
+        try:
+            marker = sd.check_prepared(name, root=ctx.root)
+            if set(preparer.splits(ctx)) <= set(marker["splits"]):
+                counts = ", ".join(f"{s}: {n} images" for s, n in marker["splits"].items())
+                log(f"{name} ({info.title}, {info.num_classes} classes): prepared ({counts})")
+                continue
+        except sd.DatasetNotPreparedError:
+            pass
+        log(f"{name} ({info.title}, {info.num_classes} classes): not prepared")
+        for d in preparer.downloads(ctx):
+            present, text = download_status(d, ctx)
+            repeat = " (also needed above)" if d.filename in seen else ""
+            if not present and d.filename not in seen:
+                missing += 1
+                manual += d.is_manual
+                if probe and not d.is_manual:
+                    size = probe_size(d.urls[0])
+                    text += f" [server: {human_size(size)}]"
+            seen.add(d.filename)
+            log(f"  [{'ok' if present else 'missing'}] {d.filename}{repeat}: {text}")
+    if missing:
+        log(f"{missing} file(s) missing ({manual} need a manual step). Run without --dry-run to download and prepare.")
+    else:
+        log("nothing is missing.")
+    return missing
+
+
+def prepare(datasets: Sequence[str], root=None, *, force: bool = False, log: Callable[[str], None] = print,
+            **options) -> list[Path]:
+    """Download and prepare ``datasets`` under ``root``; return the completion markers written.
+
+    ``options``: ``mirror`` (a base URL tried first for every file), ``download`` (False: use only
+    files already in ``<root>/downloads``), ``verify_checksums``, ``progress``, ``workers``,
+    ``coco_stuff_splits``. A benchmark whose step fails does not stop the others; at the end a
+    :class:`~data_scripts.download.DataPreparationError` lists every failure with its instructions.
+    """
+    names = _names(datasets)
+    ctx = _context(root, log=log, **options)
+    written, failed = [], []
+    for name in names:
+        try:
+            marker = run(PREPARERS[name], ctx, force=force)
+        except DataPreparationError as exc:
+            log(f"{name}: FAILED: {exc}")
+            failed.append(f"{name}: {exc}")
+            continue
+        if marker is not None:
+            written.append(marker)
+    if failed:
+        raise DataPreparationError(
+            f"{len(failed)} of {len(names)} benchmark(s) not prepared (the others are):\n" + "\n".join(failed)
+        )
+    return written
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m data_scripts.prepare",
+        description="Download and prepare open-vocabulary segmentation benchmarks for hyro_edu.",
+    )
+    p.add_argument("--datasets", nargs="+", required=True, metavar="NAME",
+                   help=f"any of {', '.join(PREPARERS)}, or 'all'")
+    p.add_argument("--root", default=None, help="data root (default: $HYRO_EDU_DATA or ~/hyro_edu_data)")
+    p.add_argument("--dry-run", action="store_true", help="only list what is prepared, present or missing")
+    p.add_argument("--probe", action="store_true", help="with --dry-run: ask the servers for the download sizes")
+    p.add_argument("--force", action="store_true", help="prepare again even if the completion marker exists")
+    p.add_argument("--no-download", action="store_true", help="use only files already in <root>/downloads")
+    p.add_argument("--mirror", default=None, help="base URL tried first for every file (<mirror>/<file name>)")
+    p.add_argument("--skip-checksums", action="store_true", help="do not verify MD5 sums (for repacked archives)")
+    p.add_argument("--coco-stuff-splits", nargs="+", default=["train", "val"], choices=["train", "val"])
+    p.add_argument("--workers", type=int, default=1, help="processes for the conversion (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    options = dict(
+        mirror=args.mirror, download=not args.no_download, verify_checksums=not args.skip_checksums,
+        progress=not args.quiet, workers=args.workers, coco_stuff_splits=tuple(args.coco_stuff_splits),
+    )
+    try:
+        if args.dry_run:
+            return 1 if dry_run(args.datasets, args.root, probe=args.probe, **options) else 0
+        prepare(args.datasets, args.root, force=args.force, **options)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DataPreparationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
