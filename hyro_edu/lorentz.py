@@ -131,21 +131,22 @@ def _lift(space, c, d):
 
 
 def _dist(x, y, c, d):
-    # Two exact forms of the same distance, each used where it is accurate:
-    #   near: (2/sqrt(c)) asinh(sqrt(c)·‖x - y‖_L / 2), ‖x - y‖_L² = <x-y, x-y>_L >= 0;
-    #         arcosh(1 + small) would lose half the digits here.
-    #   far:  arcosh(-c<x, y>_L)/sqrt(c); the difference x - y cancels here.
-    # The switch at -c<x, y>_L = 2 (d = 1.32/sqrt(c)) is where both are accurate.
+    # The hyperbolic law of cosines in the triangle (o, x, y), with radii
+    # r = arsinh(sqrt(c)‖x_s‖)/sqrt(c) and the angle θ between the space parts:
+    #   cosh(√c d) = cosh(√c(r_x - r_y)) + 2 sinh(√c r_x) sinh(√c r_y) sin²(θ/2),
+    # i.e. sinh²(√c d/2) = sinh²(√c Δr/2) + c‖x_s‖‖y_s‖‖x̂ - ŷ‖²/4.
+    # Both terms are >= 0, so nothing cancels: unlike arcosh(-c<x, y>_L) or the
+    # chord <x-y, x-y>_L, which subtract numbers of size x_0², it stays accurate
+    # for nearby points far from the origin.  Only the space parts are read.
     sqrt_c = _sqrt(c)
-    diff = x - y
-    sq = _linner(diff, diff, d).clamp_min(0)  # >= 0 on the hyperboloid; rounding can dip below
-    near = 2 / sqrt_c * torch.asinh(sqrt_c * _floored(sq.sqrt()) / 2)
-    arg = -c * _linner(x, y, d)
-    use_far = arg > 2
-    # arcosh'(1) is infinite: feed the unused branch a harmless value so that
-    # where() does not multiply an infinite gradient by 0.
-    far = torch.acosh(torch.where(use_far, arg, torch.full_like(arg, 2.0))) / sqrt_c
-    return torch.where(use_far, far, near)
+    xs, ys = _space(x, d), _space(y, d)
+    nx = torch.linalg.vector_norm(xs, dim=d, keepdim=True)
+    ny = torch.linalg.vector_norm(ys, dim=d, keepdim=True)
+    half_dr = (torch.asinh(sqrt_c * nx) - torch.asinh(sqrt_c * ny)) / 2
+    chord = torch.linalg.vector_norm(xs / _floored(nx) - ys / _floored(ny), dim=d, keepdim=True)
+    s2 = torch.sinh(half_dr) ** 2 + c * nx * ny * chord**2 / 4
+    # sqrt'(0) is infinite: the floor (the clamp passes no gradient) keeps d(x, x) differentiable.
+    return 2 / sqrt_c * torch.asinh(s2.clamp_min(torch.finfo(s2.dtype).tiny).sqrt())
 
 
 # ----------------------------------------------------------------------------
@@ -298,8 +299,11 @@ def dist(
 ) -> torch.Tensor:
     r"""Geodesic distance :math:`d_c(x, y) = \frac{1}{\sqrt c}\operatorname{arcosh}(-c\,\langle x, y\rangle_L)`.
 
-    Computed as :math:`\frac{2}{\sqrt c}\operatorname{arsinh}\big(\tfrac{\sqrt c}{2}\|x - y\|_L\big)`,
-    an identity on the hyperboloid that stays accurate for nearby points.
+    Computed from the hyperbolic law of cosines in the triangle (origin, x, y),
+    :math:`\sinh^2(\tfrac{\sqrt c\,d}{2}) = \sinh^2(\tfrac{\sqrt c\,(r_x - r_y)}{2})
+    + \tfrac{c}{4}\|x_s\|\|y_s\|\,\|\hat x_s - \hat y_s\|^2`, a sum of non-negative
+    terms that stays accurate for nearby points, near the origin or far from it
+    (the ``arcosh`` form and the chord ``<x-y, x-y>_L`` both cancel there).
     Curvature ``-c`` with ``c > 0``.  Properties: a metric; equals the
     Poincaré distance of :func:`to_poincare` images.  Shapes: ``(..., n+1)`` -> ``(...)``.
     """

@@ -476,17 +476,35 @@ def dist(
 ) -> torch.Tensor:
     r"""Geodesic distance:
 
-    .. math:: d_c(x, y) = \frac{2}{\sqrt c}\operatorname{artanh}\big(\sqrt c\,\|(-x) \oplus_c y\|\big).
+    .. math:: d_c(x, y) = \frac{2}{\sqrt c}\operatorname{artanh}\big(\sqrt c\,\|(-x) \oplus_c y\|\big)
+              = \frac{2}{\sqrt c}\operatorname{arsinh}\Big(\frac{\sqrt c\,\|x - y\|}
+                {\sqrt{(1 - c\|x\|^2)(1 - c\|y\|^2)}}\Big).
 
+    The second form (from ``cosh(√c d) = 1 + 2c‖x-y‖²/((1-c‖x‖²)(1-c‖y‖²))``
+    and ``cosh 2t = 1 + 2 sinh² t``) is what is computed: it never forms the
+    Möbius sum, whose denominator ``~(1 - c‖x‖‖y‖)²`` cancels catastrophically
+    for nearby points far from the origin, and it has no ``arcosh(1 + small)``.
     Curvature ``-c`` with ``c > 0``.  Properties: a metric (symmetric,
     ``d(x, x) = 0``, triangle inequality); invariant under Möbius translations
     ``d(a ⊕ x, a ⊕ y) = d(x, y)`` and rotations; ``d(0, y) = Rad(y)``; as
     ``c -> 0`` it tends to ``2‖x - y‖``.  Shapes: ``(..., n)`` -> ``(...)``.
     """
     c, d = _setup(c, dim, ("x", x), ("y", y))
-    num, den = _mobius_add_parts(-x, y, c, d, project, ("x", "y"))
+    x2 = (x * x).sum(d, keepdim=True)
+    y2 = (y * y).sum(d, keepdim=True)
+    if project:
+        # Fold the input projections into the formula: x -> sx·x, y -> sy·y.
+        tiny = torch.finfo(x2.dtype).tiny  # keeps sqrt'(0) out of the chain rule at x = 0
+        sx, sy = _into_ball(x2.clamp_min(tiny).sqrt(), c), _into_ball(y2.clamp_min(tiny).sqrt(), c)
+        diff = x * sx - y * sy
+        x2, y2 = x2 * (sx * sx), y2 * (sy * sy)
+    else:
+        _checks.inside_ball_scaled_norm((c * x2).sqrt(), "x")
+        _checks.inside_ball_scaled_norm((c * y2).sqrt(), "y")
+        diff = x - y
     sqrt_c = _sqrt(c)
-    out = 2 / sqrt_c * _artanh(sqrt_c * _norm(num, d) / den)
+    den = (_one_minus_cx2(x2, c) * _one_minus_cx2(y2, c)).sqrt()
+    out = 2 / sqrt_c * torch.asinh(sqrt_c * _norm(diff, d) / den)
     return out if keepdim else out.squeeze(d)
 
 

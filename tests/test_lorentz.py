@@ -187,3 +187,20 @@ def test_origin_follows_default_dtype_and_keeps_curvature_gradient():
     assert o.dtype == torch.float64 and o[0].item() == pytest.approx(2.0)
     o[0].backward()
     assert c.grad.item() == pytest.approx(-0.5 * 0.25**-1.5)
+
+
+@pytest.mark.parametrize("layout", ["one ray", "side by side"])
+def test_float32_distance_of_nearby_points_far_from_the_origin(layout):
+    """Points 0.5 apart at radius about 8: float32 reaches the accuracy of the stored points."""
+    c = 1.0
+    if layout == "one ray":
+        v = torch.tensor([[7.75, 0.0], [8.25, 0.0]], dtype=torch.float64)
+    else:
+        theta = math.acos((math.cosh(8.0) ** 2 - math.cosh(0.5)) / math.sinh(8.0) ** 2)
+        v = 8.0 * torch.tensor([[1.0, 0.0], [math.cos(theta), math.sin(theta)]], dtype=torch.float64)
+    pts = L.expmap0(v, c=c)
+    p32 = pts.float()
+    stored = L.dist(p32[0].double(), p32[1].double(), c=c)
+    got = L.dist(p32[0], p32[1], c=c).double()
+    assert stored.item() == pytest.approx(0.5, rel=1e-3)
+    assert ((got - stored).abs() / stored).item() < 1e-4

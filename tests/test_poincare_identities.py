@@ -290,3 +290,20 @@ def test_projected_calls_equal_project_compute_project(c, dtype, gen):
     ]
     for fused, explicit in pairs:
         close(fused, explicit, dtype, scale=50)
+
+
+def test_float32_distance_of_nearby_points_far_from_the_origin():
+    """Side by side at radius 8, 0.5 apart: float32 reaches the accuracy of the stored points.
+
+    (The Möbius form loses ~eps·e^{2 sqrt(c) R}: about 1e-2 relative here.)
+    """
+    c, radius, gap = 1.0, 8.0, 0.5
+    # angle with cosh(gap) = cosh²R - sinh²R cos θ (hyperbolic law of cosines)
+    theta = math.acos((math.cosh(radius) ** 2 - math.cosh(gap)) / math.sinh(radius) ** 2)
+    rho = math.tanh(radius / 2)
+    x = torch.tensor([[rho, 0.0]], dtype=torch.float64)
+    y = torch.tensor([[rho * math.cos(theta), rho * math.sin(theta)]], dtype=torch.float64)
+    x32, y32 = x.float(), y.float()
+    stored = P.dist(x32.double(), y32.double(), c=c, project=False)  # exact distance of the stored points
+    got = P.dist(x32, y32, c=c, project=False).double()
+    assert ((got - stored).abs() / stored).item() < 1e-3
