@@ -510,7 +510,7 @@ class HCLIPRelation(nn.Module):
         # this also runs on the meta device.
         eye = torch.eye(b, **factory)
         self.params = nn.Parameter(eye[:, :, None, None] * self.free.to(**factory))
-        self.transforms = None
+        self._num_transforms = 0
         if relation == "official":
             self.block_maps = nn.Parameter(torch.eye(k, **factory).repeat(layout.num_layers, 1, 1))
             self.layer_map = nn.Parameter(torch.eye(s, **factory))
@@ -520,12 +520,22 @@ class HCLIPRelation(nn.Module):
             self.gates = nn.Parameter(torch.zeros(2, layout.num_layers, **factory))
         elif relation == "tproduct":
             if transforms is not None:
-                self.transforms = [m.to(**factory) for m in transforms]
+                # Buffers, so that .to(), .double() and state_dict() carry the transforms.
+                for i, m in enumerate(transforms):
+                    self.register_buffer(f"transform_{i}", m.detach().to(**factory))
+                self._num_transforms = len(transforms)
             ident_tube = t_identity(1, (s, k), self.transforms, **factory)[0, 0]
             if tubes == "full":
                 self.relation_tensor = nn.Parameter(scalar_relation(ident_tube, b))
             else:
                 self.relation_tubes = nn.Parameter(ident_tube.clone())
+
+    @property
+    def transforms(self) -> Optional[list]:
+        """The invertible transforms of the ``"tproduct"`` relation (``None``: the DFT)."""
+        if not self._num_transforms:
+            return None
+        return [getattr(self, f"transform_{i}") for i in range(self._num_transforms)]
 
     def mixing(self, tensor: torch.Tensor) -> torch.Tensor:
         """Apply this module's relation to a ``(b, b, 4L, K)`` tensor (parameters or matrices)."""

@@ -427,7 +427,10 @@ def t_identity(
         out[(slice(None), slice(None)) + (0,) * len(tube)] = eye
         return out
     faces = eye.reshape((n, n) + (1,) * len(tube)).expand((n, n) + tube)
-    return inverse_transform(faces, transforms)
+    out = inverse_transform(faces, transforms)
+    # The solve promotes to the transforms' dtype: cast back to the (real) dtype asked for,
+    # unless the transforms are complex (then so is the identity tensor).
+    return out if out.is_complex() else out.to(dtype)
 
 
 def _cayley_faces(s: torch.Tensor) -> torch.Tensor:

@@ -438,3 +438,29 @@ def test_bad_input(gen):
         H.HCLIPRelation(SMALL).layer_blocks(2, "text")
     with pytest.raises(ValueError, match="modality must be 'text' or 'vision'"):
         SMALL.block_range("audio")
+
+
+def test_tproduct_relation_transforms_follow_the_module():
+    """The transforms are buffers: .double() converts them and state_dict() stores them."""
+    from hyro_edu.hyperspherical import HCLIPLayout, HCLIPRelation
+
+    layout = HCLIPLayout(block_size=4, num_layers=2, text_width=4, vision_width=8)
+    gen = torch.Generator().manual_seed(0)
+    s, k = layout.shape[2], layout.shape[3]
+    transforms = [torch.randn(s, s, dtype=torch.float64, generator=gen) + 3 * torch.eye(s, dtype=torch.float64),
+                  torch.randn(k, k, dtype=torch.float64, generator=gen) + 3 * torch.eye(k, dtype=torch.float64)]
+    module = HCLIPRelation(layout, relation="tproduct", transforms=transforms, dtype=torch.float32)
+    assert all(m.dtype == torch.float32 for m in module.transforms)
+    assert any(name.startswith("transform_") for name in module.state_dict())
+    module = module.double()
+    assert all(m.dtype == torch.float64 for m in module.transforms)
+    reference = HCLIPRelation(layout, relation="tproduct", transforms=transforms, dtype=torch.float64)
+    reference.load_state_dict(module.state_dict())
+    torch.testing.assert_close(module(), reference())
+
+
+def test_t_identity_honours_dtype_with_transforms():
+    from hyro_edu.tproduct import t_identity
+
+    m = torch.eye(5, dtype=torch.float64) * 2
+    assert t_identity(3, (5,), [m], dtype=torch.float32).dtype == torch.float32
