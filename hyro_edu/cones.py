@@ -398,6 +398,7 @@ def energy(
 
     Shapes: ``x, y (..., n)`` -> ``(...)``.  Ganea et al. 2018; HVSA seed, Eq. (10).
     """
+    K = _check_K(K)
     c, d = P._setup(c, dim, ("x", x), ("y", y))
     x = P._point(x, c, d, "x", project)
     y = P._point(y, c, d, "y", project)

@@ -656,3 +656,11 @@ def test_cone_outline_follows_the_cone_boundary():
         torch.tensor([1.0, 0.5], dtype=F64), K=0.5, geometry="euclidean", reach=4.0
     )
     assert e_poly.norm(dim=-1).max().item() <= 4.0 + 1e-9
+
+
+@pytest.mark.parametrize("bad", [-0.1, 0.0, float("nan")])
+def test_energy_rejects_bad_K(bad):
+    p = torch.tensor([0.3, 0.2], dtype=torch.float64)
+    q = torch.tensor([0.5, 0.45], dtype=torch.float64)
+    with pytest.raises(ValueError, match="K"):
+        C.energy(p, q, c=1.0, K=bad)
