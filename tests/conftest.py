@@ -7,6 +7,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+# One intra-op thread for the unit tests: their tensors are small, and a two-thread pool stalls
+# (100x slower measured) whenever another process holds a core.  1 is also the safe value:
+# torch.set_num_threads(k >= 2) breaks batched CPU LU in torch 2.14 (see hyro_edu.cayley._solve).
+torch.set_num_threads(1)
+
 # Hypothesis: enough examples to find edge cases, bounded for a 2-core CI.
 settings.register_profile(
     "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
