@@ -12,6 +12,7 @@ check the maths.  ``pytest book/01_why_hyperbolic.md`` runs one chapter.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections import defaultdict
@@ -25,6 +26,12 @@ NOTEBOOK_DIRS = ("book", "notebooks")
 def pytest_configure(config):
     config._myst_tmp = Path(tempfile.mkdtemp(prefix="hyro-edu-nbval-"))
     config.add_cleanup(lambda: shutil.rmtree(config._myst_tmp, ignore_errors=True))
+    # Training notebooks "load a finished run if present, else train".  A test run must train, so
+    # unless the caller chose a checkpoint folder, runs go to a fresh temporary one (the kernels
+    # nbval starts inherit it).  The tiny-CLIP cache ($HYRO_EDU_CACHE) is kept: it is keyed by the
+    # pretraining config and is what lets chapters start in seconds.
+    if not os.environ.get("HYRO_EDU_CHECKPOINTS", "").strip():
+        os.environ["HYRO_EDU_CHECKPOINTS"] = str(config._myst_tmp / "checkpoints")
 
 
 def pytest_collect_file(file_path: Path, parent):

@@ -154,7 +154,7 @@ PRESETS: dict[str, dict] = {
     ),
     # A CPU-sized decoder for the toy world: 64-px images, patch 8 -> an 8x8 grid, 32x32 logits.
     # Window 4 on the 8x8 grid keeps four windows and a real shift (2) in the second Swin block;
-    # pad_len 48 holds the toy world's 45 leaf classes without truncation.
+    # pad_len 64 holds the toy world's 54 leaf classes plus "background" without truncation.
     "tiny": dict(
         embed_dim=64,
         vision_width=64,
@@ -164,7 +164,7 @@ PRESETS: dict[str, dict] = {
         num_layers=2,
         window_size=4,
         mlp_ratio=4,
-        pad_len=48,
+        pad_len=64,
         train_pooling=(2, 2),
         eval_pooling=(1, 1),
         appearance_guidance_dim=32,

@@ -39,8 +39,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -424,22 +422,6 @@ def checkpoint_path(config: Optional[PretrainConfig] = None, cache_dir: Optional
     return root / "tiny_clip" / f"{TINY_CLIP_NAME}-{config.key()}.pt"
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is shared like any other
-        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _load_checkpoint(path: Path, config: PretrainConfig, device) -> Optional[ClipBackbone]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -479,7 +461,7 @@ def pretrained_tiny_clip(
             return backbone
     backbone, record = train_tiny_clip(config, device=device, progress=progress)
     state = {k: v.detach().cpu() for k, v in backbone.model.state_dict().items()}
-    _atomic_save({"format": FORMAT_VERSION, "key": config.key(), "config": config.to_dict(),
+    paths.atomic_torch_save({"format": FORMAT_VERSION, "key": config.key(), "config": config.to_dict(),
                   "state_dict": state, "record": record}, path)
     backbone.pretraining_record = record
     return backbone

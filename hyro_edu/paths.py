@@ -14,10 +14,12 @@ Each function creates nothing; call ``.mkdir(parents=True, exist_ok=True)`` wher
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
-__all__ = ["data_root", "cache_dir", "checkpoint_dir"]
+__all__ = ["data_root", "cache_dir", "checkpoint_dir", "atomic_torch_save"]
 
 
 def _from_env(var: str, default: str) -> Path:
@@ -38,3 +40,28 @@ def cache_dir() -> Path:
 def checkpoint_dir() -> Path:
     """Training checkpoints and logs: ``$HYRO_EDU_CHECKPOINTS`` or ``~/hyro_edu_checkpoints``."""
     return _from_env("HYRO_EDU_CHECKPOINTS", "~/hyro_edu_checkpoints")
+
+
+def atomic_torch_save(obj, path) -> None:
+    """``torch.save(obj, path)`` such that ``path`` is never half-written.
+
+    The object goes to a temporary file in the same folder, is flushed to disk, and replaces
+    ``path`` with ``os.replace`` (atomic on POSIX and Windows): a reader, or a run restarted after
+    a crash, sees the old file or the new one, never a truncated one.  Creates the parent folder.
+    """
+    import torch  # lazy: this module is imported by tools that need no torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; caches and runs are shared like any other file
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

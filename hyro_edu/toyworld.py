@@ -468,7 +468,19 @@ class ToyTransform:
 
 
 class _ToyDataset(Dataset):
-    def __init__(self, world, length, *, split, classes, num_objects, transform, seed_offset):
+    """Scenes ``seed_offset .. seed_offset + length - 1`` of one split (parameters: see :class:`ToyImageDataset`)."""
+
+    def __init__(
+        self,
+        world: ToyWorld,
+        length: int,
+        *,
+        split: str = "train",
+        classes: Union[str, Sequence[int]] = "seen",
+        num_objects: tuple[int, int] = (1, 3),
+        transform: Optional[ToyTransform] = None,
+        seed_offset: int = 0,
+    ):
         if not isinstance(world, ToyWorld):
             raise ValueError(f"world must be a ToyWorld, got {type(world).__name__}")
         if isinstance(length, bool) or not isinstance(length, int) or length < 1:
@@ -518,22 +530,6 @@ class ToyImageDataset(_ToyDataset):
     transform : a :class:`ToyTransform` (default: CLIP normalisation at the world's size).
     """
 
-    def __init__(
-        self,
-        world: ToyWorld,
-        length: int,
-        *,
-        split: str = "train",
-        classes: Union[str, Sequence[int]] = "seen",
-        num_objects: tuple[int, int] = (1, 3),
-        transform: Optional[ToyTransform] = None,
-        seed_offset: int = 0,
-    ):
-        super().__init__(
-            world, length, split=split, classes=classes, num_objects=num_objects,
-            transform=transform, seed_offset=seed_offset,
-        )
-
     def __getitem__(self, i: int) -> dict:
         scene = self._scene(i)
         image = self.transform(scene.image, generator=self._generator(i))
@@ -546,22 +542,6 @@ class ToyPixelDataset(_ToyDataset):
     ``mask`` holds class indices and :data:`BACKGROUND` (255).  Same parameters as
     :class:`ToyImageDataset`.
     """
-
-    def __init__(
-        self,
-        world: ToyWorld,
-        length: int,
-        *,
-        split: str = "train",
-        classes: Union[str, Sequence[int]] = "seen",
-        num_objects: tuple[int, int] = (1, 3),
-        transform: Optional[ToyTransform] = None,
-        seed_offset: int = 0,
-    ):
-        super().__init__(
-            world, length, split=split, classes=classes, num_objects=num_objects,
-            transform=transform, seed_offset=seed_offset,
-        )
 
     def __getitem__(self, i: int) -> dict:
         scene = self._scene(i)

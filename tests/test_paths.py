@@ -1,5 +1,8 @@
 from pathlib import Path
 
+import pytest
+import torch
+
 from hyro_edu import paths
 
 
@@ -21,3 +24,19 @@ def test_defaults_are_under_home(monkeypatch):
     assert paths.checkpoint_dir() == home / "hyro_edu_checkpoints"
     monkeypatch.setenv("HYRO_EDU_DATA", "  ")
     assert paths.data_root() == home / "hyro_edu_data"
+
+
+def test_a_failed_write_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "sub" / "model.pt"
+    paths.atomic_torch_save({"key": "old"}, path)
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        paths.atomic_torch_save({"key": "new"}, path)
+    monkeypatch.undo()
+    assert list(path.parent.iterdir()) == [path]
+    assert torch.load(path, weights_only=True) == {"key": "old"}
