@@ -221,3 +221,26 @@ def test_command_line(tmp_path, capsys):
     assert "unseen mIoU" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--set", "mode=lora"])
+
+
+def test_mixed_precision_trains_with_the_hyperbolic_maths_in_fp32(tmp_path):
+    from hyro_edu.hyperbolic_adapter import HyperbolicAdapter
+
+    seen = []
+    original = HyperbolicAdapter.adapt_weight
+
+    def spy(self, weight):
+        out = original(self, weight)
+        seen.append((torch.is_autocast_enabled("cpu"), out.dtype))
+        return out
+
+    HyperbolicAdapter.adapt_weight = spy
+    try:
+        result = train(fast_config(name="bf16", mode="hyro", max_steps=2, precision="bf16-mixed"), root=tmp_path,
+                       evaluate=False)
+    finally:
+        HyperbolicAdapter.adapt_weight = original
+    assert result["steps"] == 2 and all(math.isfinite(v) for v in result["losses"])
+    assert any(autocast for autocast, _ in seen)  # the adapters ran under autocast ...
+    assert all(dtype == torch.float32 for _, dtype in seen)  # ... and still returned fp32 weights
+    assert all(v.dtype == torch.float32 for v in result["state"].values())
