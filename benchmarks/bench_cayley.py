@@ -29,29 +29,13 @@ Target (issue 3): block Cayley at d = 768, n = 256 at least 5x faster than dense
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
+from _timing import median_seconds  # benchmarks/_timing.py: the script's folder is on sys.path
 from hyro_edu.cayley import block_cayley, cayley, skew
-
-
-def median_seconds(fn, *, repeats: int, device: str) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after two warm-up runs."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(2):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def block_fns(theta: torch.Tensor, g: torch.Tensor):

@@ -23,12 +23,11 @@ Target (issue 3): no op slower than geoopt.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 
 import torch
 
+from _timing import median_seconds  # benchmarks/_timing.py: the script's folder is on sys.path
 from hyro_edu import poincare as P
 from hyro_edu.curvature import to_geoopt_k
 
@@ -36,21 +35,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # geoopt's torch.jit.script at import
     import geoopt
     import geoopt.manifolds.stereographic.math as gm
-
-
-def median_seconds(fn, *, repeats: int, device: str) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after two warm-up runs."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(2):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv=None):

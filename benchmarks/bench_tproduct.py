@@ -25,27 +25,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import torch
 
+from _timing import median_seconds  # benchmarks/_timing.py: the script's folder is on sys.path
 from hyro_edu.tproduct import tproduct, tproduct_definition
-
-
-def median_seconds(fn, *, repeats: int, device: str) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after two warm-up runs."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(2):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def parse_size(text: str) -> tuple[int, int, int]:

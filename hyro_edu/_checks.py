@@ -14,23 +14,28 @@ import torch
 Curvature = Union[float, torch.Tensor]
 
 
+def positive(x: Curvature, name: str, *, note: str = "") -> Curvature:
+    """Return ``x`` (a float, or the tensor) if it is finite and ``> 0``, everywhere if a tensor.
+
+    ``note`` is appended to the range in the message, e.g. ``" (the curvature is -c)"``.
+    """
+    if isinstance(x, torch.Tensor):
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor or a number > 0, got dtype {x.dtype}")
+        bad = ~torch.isfinite(x) | (x <= 0)
+        if bool(bad.any()):
+            raise ValueError(f"{name} must be finite and > 0{note}; got values {x[bad].flatten()[:5].tolist()}")
+        return x
+    if isinstance(x, bool) or not isinstance(x, Real):
+        raise ValueError(f"{name} must be a number > 0 or a tensor of them, got {type(x).__name__}")
+    if not (math.isfinite(float(x)) and float(x) > 0):
+        raise ValueError(f"{name} must be finite and > 0{note}; got {x}")
+    return float(x)
+
+
 def curvature(c: Curvature, name: str = "c") -> Curvature:
     """Return ``c`` if it is a valid curvature parameter (finite, ``c > 0``; curvature is ``-c``)."""
-    if isinstance(c, torch.Tensor):
-        if not c.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor or a number > 0, got dtype {c.dtype}")
-        bad = ~torch.isfinite(c) | (c <= 0)
-        if bool(bad.any()):
-            raise ValueError(
-                f"{name} must be finite and > 0 (the curvature is -{name}); got values "
-                f"{c[bad].flatten()[:5].tolist()}"
-            )
-        return c
-    if isinstance(c, bool) or not isinstance(c, Real):
-        raise ValueError(f"{name} must be a number > 0 or a tensor of them, got {type(c).__name__}")
-    if not (math.isfinite(float(c)) and float(c) > 0):
-        raise ValueError(f"{name} must be finite and > 0 (the curvature is -{name}); got {c}")
-    return float(c)
+    return positive(c, name, note=f" (the curvature is -{name})")
 
 
 def tensor(x, name: str) -> torch.Tensor:
@@ -68,6 +73,18 @@ def same_space(x: torch.Tensor, y: torch.Tensor, dim: int, names: tuple[str, str
         raise ValueError(
             f"{a} and {b} must broadcast against each other, got shapes {tuple(x.shape)} and {tuple(y.shape)}"
         ) from None
+
+
+def same_spaces(dim: int, *named: tuple[str, torch.Tensor]) -> int:
+    """Check ``(name, tensor)`` pairs: floating tensors, ``dim`` valid for the first, all the same size
+    along ``dim`` and broadcastable.  Returns ``dim`` normalised to a negative index."""
+    first_name, first = named[0]
+    tensor(first, first_name)
+    d = dim_index(first, dim, first_name)
+    for name, t in named[1:]:
+        tensor(t, name)
+        same_space(first, t, d, (first_name, name))
+    return d
 
 
 def inside_ball(x: torch.Tensor, c: Curvature, dim: int, name: str) -> None:

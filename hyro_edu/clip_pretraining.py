@@ -34,13 +34,11 @@ unseen names can only be told apart by both.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -51,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from . import paths
+from . import _lightning, paths
 from .clip_model import TINY_CLIP_CONFIG, TINY_CLIP_NAME, TINY_PRETRAINED, ClipBackbone, build_tiny_clip
 from .toyworld import ToyImageDataset, ToyTransform, ToyWorld
 
@@ -252,26 +250,6 @@ class ContrastivePretraining(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-@contextlib.contextmanager
-def _quiet_lightning():
-    """Silence Lightning's banner (GPU available..., seed set...) and its advice warnings."""
-    names = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            # e.g. "does not have many workers": rendering is cheap, workers cost more here
-            warnings.filterwarnings("ignore", module=r"lightning(\..*)?")
-            warnings.filterwarnings("ignore", module=r"pytorch_lightning(\..*)?")
-            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
 # ----------------------------------------------------------------------------
 # zero-shot evaluation
 # ----------------------------------------------------------------------------
@@ -389,7 +367,7 @@ def train_tiny_clip(
     module = ContrastivePretraining(config)
     before = _zero_shot_summary(module.backbone, world, eval_images) if eval_images else {}
     data = ToyCaptionDataModule(config, world)
-    with _quiet_lightning():
+    with _lightning.quiet():
         trainer = L.Trainer(
             max_steps=config.steps, max_epochs=1, accelerator="gpu" if device.type == "cuda" else "cpu",
             devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=progress,

@@ -203,16 +203,6 @@ def _squeeze(t, d, keepdim):
     return t if keepdim else t.squeeze(d)
 
 
-def _euclid_setup(dim, *named):
-    first_name, first = named[0]
-    _checks.tensor(first, first_name)
-    d = _checks.dim_index(first, dim, first_name)
-    for name, t in named[1:]:
-        _checks.tensor(t, name)
-        _checks.same_space(first, t, d, (first_name, name))
-    return d
-
-
 # ----------------------------------------------------------------------------
 # the domain of the aperture
 # ----------------------------------------------------------------------------
@@ -256,7 +246,7 @@ def euclidean_half_aperture(
     HVSA seed, Appendix A.1.
     """
     K = _check_K(K)
-    d = _euclid_setup(dim, ("x", x))
+    d = _checks.same_spaces(dim, ("x", x))
     return _squeeze(_psi_euclidean(x, K, d, strict), d, keepdim)
 
 
@@ -276,7 +266,7 @@ def euclidean_exterior_angle(
 
     Shapes: ``x, y (..., n)`` (broadcasting) -> ``(...)``.  HVSA seed, Appendix A.1, Eq. (13).
     """
-    d = _euclid_setup(dim, ("x", x), ("y", y))
+    d = _checks.same_spaces(dim, ("x", x), ("y", y))
     return _squeeze(_exterior(x, y, 0.0, d), d, keepdim)
 
 
@@ -296,7 +286,7 @@ def euclidean_energy(
     ``E >= 0``; ``E = 0`` iff ``y`` is in the cone of ``x``.  Shapes: ``(..., n)`` -> ``(...)``.
     """
     K = _check_K(K)
-    d = _euclid_setup(dim, ("x", x), ("y", y))
+    d = _checks.same_spaces(dim, ("x", x), ("y", y))
     out = torch.relu(_exterior(x, y, 0.0, d) - _psi_euclidean(x, K, d, strict))
     return _squeeze(out, d, keepdim)
 

@@ -60,7 +60,7 @@ References
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Callable, NamedTuple, Union
 
 import torch
@@ -107,18 +107,7 @@ def _variant(variant) -> str:
 
 def _positive(x, name: str) -> Scalar:
     """``x`` must be finite and > 0 (a radius, a tolerance)."""
-    if isinstance(x, torch.Tensor):
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor or a number > 0, got dtype {x.dtype}")
-        bad = ~torch.isfinite(x) | (x <= 0)
-        if bool(bad.any()):
-            raise ValueError(f"{name} must be finite and > 0; got values {x[bad].flatten()[:5].tolist()}")
-        return x
-    if isinstance(x, bool) or not isinstance(x, Real):
-        raise ValueError(f"{name} must be a number > 0 or a tensor of them, got {type(x).__name__}")
-    if not (math.isfinite(float(x)) and float(x) > 0):
-        raise ValueError(f"{name} must be finite and > 0; got {x}")
-    return float(x)
+    return _checks.positive(x, name)
 
 
 def _interval_factors(interval) -> tuple[float, float]:

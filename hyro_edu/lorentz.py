@@ -110,14 +110,7 @@ def _cap(space, c, d):
 
 
 def _setup(c, dim, *named):
-    c = _checks.curvature(c)
-    first_name, first = named[0]
-    _checks.tensor(first, first_name)
-    d = _checks.dim_index(first, dim, first_name)
-    for name, t in named[1:]:
-        _checks.tensor(t, name)
-        _checks.same_space(first, t, d, (first_name, name))
-    return c, d
+    return _checks.curvature(c), _checks.same_spaces(dim, *named)
 
 
 def _ambient(x, d, name):

@@ -132,14 +132,7 @@ def _point(x, c, dim, name, project_input):
 
 def _setup(c, dim, *named):
     """Validate c, the tensors and dim; return (c, dim) with dim normalised."""
-    c = _checks.curvature(c)
-    first_name, first = named[0]
-    _checks.tensor(first, first_name)
-    d = _checks.dim_index(first, dim, first_name)
-    for name, t in named[1:]:
-        _checks.tensor(t, name)
-        _checks.same_space(first, t, d, (first_name, name))
-    return c, d
+    return _checks.curvature(c), _checks.same_spaces(dim, *named)
 
 
 def _mobius_add(x, y, c, dim):

@@ -68,10 +68,8 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import logging
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -85,9 +83,9 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from . import paths
+from . import _lightning, paths
 from .catseg import catseg_loss
-from .clip_model import TINY_CLIP_NAME, TINY_PRETRAINED, load_clip
+from .clip_model import OPENAI_MEAN, OPENAI_STD, TINY_CLIP_NAME, TINY_PRETRAINED, load_clip
 from .finetune import MODES, FinetuneConfig
 from .seg_model import OpenVocabSegmenter, build_segmenter
 from .segmentation_eval import MeanIoU
@@ -115,7 +113,6 @@ __all__ = [
     "main",
 ]
 
-_log = logging.getLogger(__name__)
 
 #: CLIP-side learning-rate multipliers of the released configs, by mode (reference notes §0).
 OFFICIAL_CLIP_MULTIPLIERS = {"attention": 0.01, "hyperclip": 0.075, "rotation": 0.025, "hyro": 0.025, "hclip": 0.01}
@@ -410,12 +407,15 @@ class ToySegmentationData(Dataset):
     seen classes and 255 (ignored) where no object is.  ``vocabulary`` holds the seen class names.
     """
 
+    #: the stream's length: endless in practice; the sampler decides what is read
+    STREAM = 2**62
+
     def __init__(self, world: ToyWorld, *, image_size: int, num_objects=(1, 3), mean=None, std=None):
         kwargs = {} if mean is None else dict(mean=mean, std=std)
-        self.transform = ToyTransform(image_size, hflip=0.5, **kwargs)
         self.world = world
-        self.scenes = ToyPixelDataset(world, 1, split="train", classes="seen", num_objects=tuple(num_objects),
-                                      transform=self.transform)
+        self.scenes = ToyPixelDataset(world, self.STREAM, split="train", classes="seen",
+                                      num_objects=tuple(num_objects),
+                                      transform=ToyTransform(image_size, hflip=0.5, **kwargs))
         seen = world.seen_classes
         self.vocabulary = tuple(world.class_names[k] for k in seen)
         lut = torch.full((256,), BACKGROUND, dtype=torch.int64)  # no object: ignored, like unlabelled pixels
@@ -423,15 +423,12 @@ class ToySegmentationData(Dataset):
         self._lut = lut
 
     def __len__(self) -> int:
-        return 2**62  # an endless stream; the sampler decides what is read
+        return self.STREAM
 
     def __getitem__(self, item) -> dict:
         _, position = item if isinstance(item, tuple) else (item, item)
-        scenes = self.scenes
-        scene = scenes.world.scene(position, split="train", classes=scenes.classes, num_objects=scenes.num_objects)
-        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self.world.seed, 7, position]).generate_state(1)[0]))
-        image, mask = self.transform(scene.image, scene.mask, generator=gen)
-        return {"image": image, "label": self._lut[mask.long()]}
+        sample = self.scenes[position]
+        return {"image": sample["image"], "label": self._lut[sample["mask"].long()]}
 
 
 class CocoStuffTrainData(Dataset):
@@ -449,8 +446,8 @@ class CocoStuffTrainData(Dataset):
         self.data = SegmentationBenchmark("coco_stuff", "train", root=root)
         self.vocabulary = tuple(self.data.prompt_names)
         self.size, self.seed = int(size), int(seed)
-        self.mean = torch.tensor(mean or (0.48145466, 0.4578275, 0.40821073)).view(3, 1, 1)
-        self.std = torch.tensor(std or (0.26862954, 0.26130258, 0.27577711)).view(3, 1, 1)
+        self.mean = torch.tensor(mean or OPENAI_MEAN).view(3, 1, 1)
+        self.std = torch.tensor(std or OPENAI_STD).view(3, 1, 1)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -645,32 +642,13 @@ class _DataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         c = self.config
         start = self.trainer.global_step * c.batch_size  # resume where the checkpoint stopped
-        n = len(self.data) if not isinstance(self.data, ToySegmentationData) else 2**62
+        n = len(self.data)
         # Lightning restores how many batches of the epoch it has run and stops the epoch after
         # len(loader) batches in total, so the loader is max_steps long; max_steps ends the run.
         sampler = ResumableSampler(n, start=start, stop=start + c.max_steps * c.batch_size, seed=c.seed,
                                    shuffle=c.train_data != "toy")
         return DataLoader(self.data, batch_size=c.batch_size, sampler=sampler, num_workers=c.num_workers,
                           drop_last=True, persistent_workers=False)
-
-
-@contextlib.contextmanager
-def _quiet():
-    names = ("lightning.pytorch", "lightning.fabric", "lightning")
-    levels = [logging.getLogger(n).level for n in names]
-    for n in names:
-        logging.getLogger(n).setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            for pattern in (".*does not have many workers.*", ".*resuming from a checkpoint that ended before the epoch.*",
-                            ".*LeafSpec.*", ".*TreeSpec.*", ".*tensorboardX.*", ".*isinstance.*LeafSpec.*",
-                            ".*GPU available but not used.*", ".*Checkpoint directory.*exists and is not empty.*",
-                            ".*The number of training batches.*"):
-                warnings.filterwarnings("ignore", message=pattern)
-            yield
-    finally:
-        for n, lvl in zip(names, levels):
-            logging.getLogger(n).setLevel(lvl)
 
 
 def _loggers(directory: Path) -> list:
@@ -735,7 +713,7 @@ def train(config: Optional[SegTrainConfig] = None, *, root: Optional[Union[str, 
     if interrupt_after is not None:
         callbacks.insert(0, _StopAfter(interrupt_after))
     device = torch.device(device)
-    with _quiet():
+    with _lightning.quiet():
         trainer = L.Trainer(
             max_steps=config.max_steps, max_epochs=1, accelerator="gpu" if device.type == "cuda" else "cpu",
             devices=1, precision=config.precision, gradient_clip_val=config.grad_clip,

@@ -180,11 +180,7 @@ def _on_hyperboloid(x: torch.Tensor, c: Curvature, name: str) -> None:
 
 def _setup_ball(c, *named):
     c = _checks.curvature(c)
-    first_name, first = named[0]
-    _checks.tensor(first, first_name)
-    for name, t in named[1:]:
-        _checks.tensor(t, name)
-        _checks.same_space(first, t, -1, (first_name, name))
+    _checks.same_spaces(-1, *named)
     for name, t in named:
         if name != "v":
             _checks.inside_ball(t, c, -1, name)
