@@ -28,6 +28,16 @@ def tiny_backbone(seed=0):
         return ClipBackbone(build_tiny_clip(seed=seed))
 
 
+def perturbed_finetuning(mode, scale):
+    """A tiny backbone under ``mode`` with every adapter parameter moved off its identity init."""
+    backbone = tiny_backbone()
+    ft = apply_finetuning(backbone, FinetuneConfig(mode=mode, **TINY))
+    with torch.no_grad():
+        for p in ft.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return backbone, ft
+
+
 def trainable(*modules):
     seen = {}
     for m in modules:
@@ -84,11 +94,7 @@ def test_every_mode_starts_as_the_identity(mode):
 def test_hyperbolic_modes_equal_their_linear_form_below_the_clip(mode):
     """W' = W (R S)^T for rows below the clipping norm (HyperCLIP/HyRo are linear until the clip)."""
     torch.manual_seed(0)
-    backbone = tiny_backbone()
-    ft = apply_finetuning(backbone, FinetuneConfig(mode=mode, **TINY))
-    with torch.no_grad():
-        for p in ft.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    backbone, ft = perturbed_finetuning(mode, 0.05)
     for tower in ("text", "visual"):
         adapters = ft.adapters[f"{tower}_1"]
         original = backbone.qkv_weights(tower, 1, original=True)
@@ -100,11 +106,7 @@ def test_hyperbolic_modes_equal_their_linear_form_below_the_clip(mode):
 
 
 def test_rotation_keeps_every_row_norm():
-    backbone = tiny_backbone()
-    ft = apply_finetuning(backbone, FinetuneConfig(mode="rotation", **TINY))
-    with torch.no_grad():
-        for p in ft.parameters():
-            p.add_(0.1 * torch.randn_like(p))
+    backbone, ft = perturbed_finetuning("rotation", 0.1)
     before, after = backbone.qkv_weights("text", 0, original=True), backbone.qkv_weights("text", 0)
     torch.testing.assert_close(after.q.norm(dim=1), before.q.norm(dim=1), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(after.q, before.q, atol=1e-3)
@@ -112,11 +114,7 @@ def test_rotation_keeps_every_row_norm():
 
 def test_hclip_keeps_the_hyperspherical_energy_of_text_qkv():
     """Text blocks go through Cayley: W·R keeps the angles between neurons (hyperspherical energy)."""
-    backbone = tiny_backbone()
-    ft = apply_finetuning(backbone, FinetuneConfig(mode="hclip", **TINY))
-    with torch.no_grad():
-        for p in ft.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    backbone, ft = perturbed_finetuning("hclip", 0.05)
     before, after = backbone.qkv_weights("text", 2, original=True), backbone.qkv_weights("text", 2)
     for name in ("q", "k", "v"):
         e0 = hyperspherical_energy(getattr(before, name))
@@ -126,11 +124,8 @@ def test_hclip_keeps_the_hyperspherical_energy_of_text_qkv():
 
 
 def test_shared_blocks_give_the_same_result_as_per_layer_computation():
-    backbone = tiny_backbone()
-    ft = apply_finetuning(backbone, FinetuneConfig(mode="hclip", **TINY))
+    backbone, ft = perturbed_finetuning("hclip", 0.05)
     with torch.no_grad():
-        for p in ft.parameters():
-            p.add_(0.05 * torch.randn_like(p))
         images = torch.rand(1, 3, 64, 64)
         plain = backbone.dense_features(images)
         with ft.shared_blocks():
