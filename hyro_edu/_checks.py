@@ -38,6 +38,45 @@ def curvature(c: Curvature, name: str = "c") -> Curvature:
     return positive(c, name, note=f" (the curvature is -{name})")
 
 
+def curvature_shape(c: Curvature, dim: int, *named: tuple[str, torch.Tensor], name: str = "c") -> None:
+    """A tensor ``c`` must broadcast against the norms of the points, ``x.shape`` with size 1 along ``dim``.
+
+    ``c`` of shape ``(5,)`` against points ``(5, n)`` would broadcast to a ``(5, 5)``
+    grid of curvatures (every point with every ``c``) without an error: ``c`` needs
+    size 1 on the vector axis, i.e. shape ``(5, 1)``.  Extra leading dimensions are
+    allowed (a sweep over curvatures).  ``dim`` is a negative index (see :func:`dim_index`).
+    """
+    if not isinstance(c, torch.Tensor) or c.dim() == 0:
+        return
+    for point_name, t in named:
+        norm_shape = list(t.shape)
+        norm_shape[dim] = 1
+        axis_size = c.shape[dim] if c.dim() >= -dim else 1
+        try:
+            torch.broadcast_shapes(c.shape, tuple(norm_shape))
+        except RuntimeError:
+            axis_size = None
+        if axis_size != 1:
+            raise ValueError(
+                f"{name} must be a number or a tensor that broadcasts against the norms of {point_name}, "
+                f"shape {tuple(norm_shape)} (size 1 along the vector axis dim={dim}); got {name} of shape "
+                f"{tuple(c.shape)} for {point_name} of shape {tuple(t.shape)}"
+                + (f". Did you mean {name}.unsqueeze({dim})?" if c.dim() >= -dim and c.shape[dim] != 1 else "")
+            )
+
+
+def curvature_and_spaces(c: Curvature, dim: int, *named: tuple[str, torch.Tensor]) -> tuple[Curvature, int]:
+    """Validate the curvature ``c``, the named point/vector tensors and ``dim`` together.
+
+    Returns ``(c, dim)`` with ``dim`` normalised to a negative index: :func:`curvature`,
+    then :func:`same_spaces`, then :func:`curvature_shape`.
+    """
+    c = curvature(c)
+    d = same_spaces(dim, *named)
+    curvature_shape(c, d, *named)
+    return c, d
+
+
 def tensor(x, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
