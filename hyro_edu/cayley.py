@@ -8,10 +8,14 @@ eigenvalues are ``1 - iλ`` with real ``λ``), ``R`` is orthogonal with
 ``det R = +1``, and ``R`` never has the eigenvalue ``-1``.  ``(I + A)`` and
 ``(I - A)^{-1}`` commute, so ``R = (I - A)^{-1}(I + A)`` is one linear solve.
 
-HyRo (Truong et al., CVPR 2026) builds its rotation this way, in ``K = d / n``
+HyRo (Truong et al. 2026; the construction as its third-party summary reports it and its
+released code implements it) builds its rotation this way, in ``K = d / n``
 independent blocks of size ``n`` (``R = diag(R_1, ..., R_K)``), which costs
 ``K`` solves of size ``n`` (``O(d n^2)``) instead of one of size ``d``
-(``O(d^3)``).  H-CLIP's code uses the opposite sign,
+(``O(d^3)``); block-diagonal Cayley blocks are also the parametrisation of orthogonal
+fine-tuning (Qiu et al., NeurIPS 2023).  The map turns an unconstrained ``Θ`` into a rotation, so
+any optimiser can train ``Θ``; it is not cheaper per step than the matrix exponential of ``A``
+(both ``O(n^3)``).  H-CLIP's code (as found in the HPS-Seg repository) uses the opposite sign,
 ``Q = (I - S)(I + S)^{-1}`` with ``S = (X - X^T)/2``; that is
 ``cayley(-S)``, see :func:`cayley_hclip`.
 

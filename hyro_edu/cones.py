@@ -215,7 +215,7 @@ def inner_radius(K: float, *, c: float = 1.0, geometry: str = "poincare") -> flo
     Euclidean radius of the hyperbolic sphere of radius :math:`\operatorname{arsinh}(2K)/\sqrt c`
     around the origin.  Euclidean space: ``K`` (where ``K/‖x‖ = 1``); ``c`` is ignored.
 
-    Property checked in the tests: :math:`\varepsilon_{0.1} = 0.0990195` (reference notes, §2.1).
+    Property checked in the tests: :math:`\varepsilon_{0.1} = 0.0990195`.
     Returns a Python float.
     """
     K = _check_K(K)
@@ -243,7 +243,7 @@ def euclidean_half_aperture(
     It is the limit ``c -> 0`` of :func:`half_aperture` with ``K`` replaced by ``K·sqrt(c)``.
 
     Shapes: ``x (..., n)`` -> ``(...)``.  Ganea et al. 2018 (Euclidean cones), as restated in the
-    HVSA seed, Appendix A.1.
+    HVSA (rejected ICLR submission), Appendix A.1.
     """
     K = _check_K(K)
     d = _checks.same_spaces(dim, ("x", x))
@@ -264,7 +264,7 @@ def euclidean_exterior_angle(
     by the same ``s > 0``; ``π/2`` by convention at ``y = x`` and ``x = 0``.
     Computed as ``atan2(‖x‖‖δ_⊥‖, ⟨x, δ⟩)``, ``δ = y - x`` (module docstring).
 
-    Shapes: ``x, y (..., n)`` (broadcasting) -> ``(...)``.  HVSA seed, Appendix A.1, Eq. (13).
+    Shapes: ``x, y (..., n)`` (broadcasting) -> ``(...)``.  HVSA, Appendix A.1, Eq. (13).
     """
     d = _checks.same_spaces(dim, ("x", x), ("y", y))
     return _squeeze(_exterior(x, y, 0.0, d), d, keepdim)
@@ -322,7 +322,8 @@ def half_aperture(
     :func:`lorentz_half_aperture` of :func:`hyro_edu.lorentz.from_poincare` ``(x)``, every ``c``.
 
     Shapes: ``x (..., n)`` -> ``(...)``.  Ganea et al. 2018 (hyperbolic cones, ``c = 1``);
-    curvature-``c`` form: reference notes §2.2; HVSA seed, Eq. (10)-(11).
+    curvature-``c`` form: the scaling ``ψ_c(x) = ψ_1(√c x)`` (derived in the book's chapter
+    "Entailment cones"); HVSA, Eq. (10)-(11).
     """
     K = _check_K(K)
     c, d = P._setup(c, dim, ("x", x))
@@ -357,8 +358,8 @@ def exterior_angle(
     Euclidean :func:`euclidean_exterior_angle` as ``c -> 0``.  Computed stably as
     ``atan2((1-c‖x‖²)‖x‖‖δ_⊥‖, (1-c‖x‖²)⟨x,δ⟩ - c‖δ‖²‖x‖²)`` with ``δ = y - x``.
 
-    Shapes: ``x, y (..., n)`` (broadcasting) -> ``(...)``.  Ganea et al. 2018; reference notes
-    §2.1-2.2; HVSA seed, Eq. (11) and Appendix Eq. (14).
+    Shapes: ``x, y (..., n)`` (broadcasting) -> ``(...)``.  Ganea et al. 2018 (``c = 1``);
+    HVSA, Eq. (11) and Appendix Eq. (14).
     """
     c, d = P._setup(c, dim, ("x", x), ("y", y))
     x = P._point(x, c, d, "x", project)
@@ -382,11 +383,12 @@ def energy(
 
     Curvature ``-c`` with ``c > 0``.  ``x`` is the apex (general concept), ``y`` the specific one.
     Properties: ``E >= 0``; ``E = 0`` iff ``y`` lies in the cone of ``x``; the angle by which the
-    cone's axis must turn to take ``y`` in.  Worked example (reference notes §2.2, K = 0.1):
+    cone's axis must turn to take ``y`` in.  Worked example (``K = 0.1``, checked against the
+    ``arccos`` formula in the tests):
     ``x = (0.3, 0.2)/√c, y = (0.5, 0.45)/√c`` give ``ψ = 0.243700``, ``Ξ = 0.354073``,
     ``E = 0.110373`` for every ``c``.
 
-    Shapes: ``x, y (..., n)`` -> ``(...)``.  Ganea et al. 2018; HVSA seed, Eq. (10).
+    Shapes: ``x, y (..., n)`` -> ``(...)``.  Ganea et al. 2018; HVSA, Eq. (10).
     """
     K = _check_K(K)
     c, d = P._setup(c, dim, ("x", x), ("y", y))
@@ -430,7 +432,7 @@ def lorentz_half_aperture(
     Properties (tested): since :math:`\sqrt c\|x_s\| = \sinh(\sqrt c\, d(o, x))`, this is
     Clairaut's relation, and it equals the Poincaré :func:`half_aperture` of the same point
     (:func:`hyro_edu.lorentz.to_poincare`) for every ``c`` -- Ganea's ψ at ``c = 1``.
-    Worked example (reference notes §2.3): ``c = 1``, ``x_s = (1, 0)``: ``0.201358``.
+    Worked example (tested): ``c = 1``, ``x_s = (1, 0)``: ``0.201358``.
 
     Shapes: ``x (..., n+1)``, time coordinate first along ``dim`` (as in
     :mod:`hyro_edu.lorentz`; only the space part is read) -> ``(...)``.  Desai et al. 2023 (MERU),
@@ -460,7 +462,7 @@ def oxy_angle(
     ``δ_t = y_t - x_t = ⟨δ, x_s + y_s⟩/(x_t + y_t)``: the cosine part is the numerator above
     divided by ``c``, the sine part follows from the hyperbolic law of sines.
 
-    Properties (tested): worked example (reference notes §2.3) ``c = 1``, ``x_s = (1, 0)``,
+    Properties (tested): worked example (MERU's ``arccos`` form) ``c = 1``, ``x_s = (1, 0)``,
     ``y_s = (2, 0.5)``: ``0.749604``; equals the Poincaré :func:`exterior_angle` of
     the :func:`hyro_edu.lorentz.to_poincare` images for every ``c``; ``ext(x, o) = π`` exactly
     (MERU's ``eps`` gives ``π - 1.4e-3``); ``ext(x, x) = π/2`` (by convention; MERU's code gets it
@@ -500,7 +502,7 @@ def lorentz_energy(
 
     Curvature ``-c`` with ``c > 0``.  ``x`` is the apex (in MERU the text embedding), ``y`` the
     entailed point (the image).  MERU's loss is the mean of this over a batch.  Worked example
-    (reference notes §2.3): ``c = 1``, ``x_s = (1, 0)``, ``y_s = (2, 0.5)``: ``0.548246``.
+    (tested): ``c = 1``, ``x_s = (1, 0)``, ``y_s = (2, 0.5)``: ``0.548246``.
     Shapes: ``(..., n+1)`` -> ``(...)``.
     """
     psi = lorentz_half_aperture(x, c=c, K=K, dim=dim, keepdim=True, strict=strict)
@@ -691,7 +693,7 @@ def margin_loss(
     ``"mean"`` divides it by ``P`` (so a learning rate does not depend on the batch size).
 
     Properties (tested): ``L >= 0``; ``L = 0`` iff every positive pair is inside its cone and every
-    negative pair is outside by at least γ.  Ganea et al. 2018; HVSA seed, Eq. (9).
+    negative pair is outside by at least γ.  Ganea et al. 2018; HVSA, Eq. (9).
     """
     if not (isinstance(margin, Real) and math.isfinite(margin) and margin >= 0):
         raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
@@ -707,15 +709,46 @@ def margin_loss(
     return total / max(len(positives), 1) if reduction == "mean" else total
 
 
-def _annulus(K, c, dtype, geometry, outer):
+def _check_gap(gap, K, dtype, geometry, outer):
+    """``gap`` is None (the default gaps) or a number with a non-empty annulus; returns it."""
+    if gap is None:
+        return None
+    eps = torch.finfo(dtype).eps
+    if isinstance(gap, bool) or not isinstance(gap, Real) or not math.isfinite(float(gap)):
+        raise ValueError(f"gap must be None or a finite number, got {gap!r}")
+    gap = float(gap)
+    if geometry == "euclidean":
+        top = float(outer) - K if outer is not None else math.inf
+        where = f"K + gap < outer = {outer!r}" if outer is not None else "gap > 0"
+    else:
+        # the annulus eps_K + gap <= sqrt(c)·‖x‖ <= 1 - gap must not be empty
+        top = (1 - 2 * K / (1 + math.sqrt(1 + 4 * K * K))) / 2
+        where = f"eps_K + gap < 1 - gap, i.e. gap < {top:.6g} for K = {K:.6g}"
+    # below finfo.eps the outer bound 1 - gap rounds to the boundary itself
+    if not eps <= gap < top:
+        raise ValueError(
+            f"gap must lie in [finfo({dtype}).eps = {eps:.3g}, {top:.6g}) ({where}), got {gap!r}"
+        )
+    return gap
+
+
+def _annulus(K, c, dtype, geometry, outer, gap=None):
     if geometry == "euclidean":
         inner = K
         out = float(outer) if outer is not None else math.inf
+        scale = 1.0
     else:
         inner = inner_radius(K, c=c)
         out = (1 - ball_margin(dtype)) / math.sqrt(c)
-    # Same relative gap sqrt(eps) as at the boundary (numerics.ball_margin): there
-    # 1 - sin ψ >= sqrt(eps), so arcsin's derivative stays below ~(2·sqrt(eps))^(-1/2)
+        scale = 1 / math.sqrt(c)
+    if gap is not None:
+        # Ganea et al.'s clipping: eps_K + gap <= sqrt(c)·‖x‖ <= 1 - gap (their gap 1e-5, at
+        # c = 1); in the plane K + gap <= ‖x‖ <= outer.
+        if geometry == "euclidean":
+            return inner + gap, out
+        return inner + gap * scale, (1 - gap) * scale
+    # Default: the same relative gap sqrt(eps) as at the boundary (numerics.ball_margin):
+    # there 1 - sin ψ >= sqrt(eps), so arcsin's derivative stays below ~(2·sqrt(eps))^(-1/2)
     # (27 in float32) instead of meeting the clamp at ψ = π/2.
     return inner * (1 + ball_margin(dtype)), out
 
@@ -729,13 +762,18 @@ def project_annulus(
     K: float = 0.1,
     geometry: str = "poincare",
     outer: Optional[float] = None,
+    gap: Optional[float] = None,
 ) -> torch.Tensor:
     r"""Radially move points into the annulus where cones are defined (Ganea et al.'s clipping).
 
-    Poincaré ball of curvature ``-c`` (``c > 0``):
+    Poincaré ball of curvature ``-c`` (``c > 0``), with the default ``gap=None``:
     :math:`\frac{\varepsilon_K}{\sqrt c}(1 + \delta) \le \|x\| \le \frac{1 - \delta}{\sqrt c}`,
-    :math:`\delta = \sqrt{\mathrm{eps}}` (:func:`hyro_edu.numerics.ball_margin`) in place of their
-    ``1e-5``.  Euclidean: ``K(1 + δ) <= ‖x‖ <= outer`` (no upper bound by default).  Directions are
+    :math:`\delta = \sqrt{\mathrm{eps}}` (:func:`hyro_edu.numerics.ball_margin`; 1.5e-8 in
+    float64).  With a number ``gap``, Ganea et al.'s clipping
+    :math:`\varepsilon_K + \mathrm{gap} \le \sqrt c\,\|x\| \le 1 - \mathrm{gap}` (their code:
+    ``gap = 1e-5`` at ``c = 1``).  Euclidean: ``K(1 + δ) <= ‖x‖`` (default) or
+    ``K + gap <= ‖x‖``, and ``‖x‖ <= outer`` (no upper bound by default).  ``gap`` must lie in
+    ``[finfo(dtype).eps, (1 - ε_K)/2)`` (Poincaré; otherwise ``ValueError``).  Directions are
     kept; a zero vector is sent along the first axis.  Idempotent (tested).
     Shapes: ``(N, n)`` -> ``(N, n)``.
     """
@@ -744,7 +782,8 @@ def project_annulus(
     K = _check_K(K)
     if geometry == "poincare":
         c = float(_checks.curvature(c))
-    lo, hi = _annulus(K, c, points.dtype, geometry, outer)
+    gap = _check_gap(gap, K, points.dtype, geometry, outer)
+    lo, hi = _annulus(K, c, points.dtype, geometry, outer, gap)
     norm = _norm(points, -1)
     first_axis = torch.zeros_like(points)
     first_axis[..., 0] = 1
@@ -767,14 +806,15 @@ def rsgd_step(
     geometry: str = "poincare",
     outer: Optional[float] = None,
     max_step: Optional[float] = None,
+    gap: Optional[float] = None,
 ) -> torch.Tensor:
     r"""One Riemannian SGD step in the Poincaré ball (Ganea et al. 2018; Nickel & Kiela 2017):
 
     .. math:: u \leftarrow \Pi\Big(u - \mathrm{lr}\,\frac{(1 - c\|u\|^2)^2}{4}\,\nabla_u\Big),
 
     the Euclidean gradient rescaled by the inverse metric :math:`(\lambda^c_u)^{-2}` (curvature
-    ``-c``, ``c > 0``), a retraction step, then :func:`project_annulus` (Π).  With
-    ``geometry="euclidean"`` it is plain SGD followed by the Euclidean annulus projection.
+    ``-c``, ``c > 0``), a retraction step, then :func:`project_annulus` (Π, with its ``gap``).
+    With ``geometry="euclidean"`` it is plain SGD followed by the Euclidean annulus projection.
 
     ``max_step`` (default ``None``: Ganea et al.'s update) caps each point's step at that
     hyperbolic length :math:`\lambda^c_u\|\Delta u\|` (Euclidean length in the plane), keeping
@@ -798,7 +838,7 @@ def rsgd_step(
         if not (isinstance(max_step, Real) and math.isfinite(max_step) and max_step > 0):
             raise ValueError(f"max_step must be a finite number > 0 or None, got {max_step!r}")
         step = step * (max_step / _floored(length)).clamp(max=1)
-    return project_annulus(points - step, c=c, K=K, geometry=geometry, outer=outer)
+    return project_annulus(points - step, c=c, K=K, geometry=geometry, outer=outer, gap=gap)
 
 
 @dataclass
@@ -829,17 +869,24 @@ def fit_cones(
     init: Optional[torch.Tensor] = None,
     geometry: str = "poincare",
     outer: Optional[float] = None,
+    gap: Optional[float] = None,
+    batch_size: Optional[int] = None,
     dtype: torch.dtype = torch.float64,
 ) -> ConeFit:
     r"""Fit entailment-cone embeddings of ``tree`` by Riemannian SGD on :func:`margin_loss`.
 
-    Every step uses all ``train_pairs`` (default: the transitive closure) as positives and
-    ``negatives`` times as many pairs drawn uniformly from :func:`non_entailed_pairs` of the whole
-    tree, the ``"mean"`` reduction, and :func:`rsgd_step` (curvature ``-c``, ``c > 0``; or plain
-    SGD with ``geometry="euclidean"``, where ``outer`` optionally bounds the norms).
+    Every step uses all ``train_pairs`` (default: the transitive closure) as positives -- or,
+    with ``batch_size``, the next ``batch_size`` of them in a fresh random order each epoch
+    (Ganea et al. use 10) -- and ``negatives`` times as many pairs drawn uniformly from
+    :func:`non_entailed_pairs` of the whole tree, the ``"mean"`` reduction, and
+    :func:`rsgd_step` (curvature ``-c``, ``c > 0``; or plain SGD with
+    ``geometry="euclidean"``, where ``outer`` optionally bounds the norms).  ``gap`` is the
+    distance kept from the edges of the annulus (:func:`project_annulus`; default ``None``:
+    a relative ``sqrt(eps)``; Ganea et al.'s code: ``1e-5``).
 
     Step size: ``lr`` and ``max_step`` both decay linearly to ``final`` times their initial value.
-    Ganea et al.'s update is ``max_step=None, final=1`` with ``lr`` around ``1e-4``.  The defaults
+    Ganea et al.'s update is ``max_step=None, final=1, gap=1e-5, batch_size=10`` with ``lr``
+    around ``1e-4`` (applied here to the per-positive mean of the loss).  The defaults
     instead cap every point's step at a hyperbolic (Euclidean) length ``max_step`` with an ``lr``
     so large that the cap always binds: each point moves ``max_step`` along its (Riemannian)
     gradient direction, the same length in both geometries.  The cap is needed because ψ has a
@@ -861,10 +908,17 @@ def fit_cones(
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if not (isinstance(final, Real) and 0 < final <= 1):
         raise ValueError(f"final must be a number in (0, 1], got {final!r}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
+    gap = _check_gap(gap, K, dtype, geometry, outer)
     gen = torch.Generator().manual_seed(seed)
     n = len(tree)
-    pos = positive_pairs(tree) if train_pairs is None else train_pairs
-    _check_pairs(pos, n, "train_pairs")
+    pos_all = positive_pairs(tree) if train_pairs is None else train_pairs
+    _check_pairs(pos_all, n, "train_pairs")
+    if batch_size is None or batch_size >= len(pos_all):
+        batch_size = None  # full batch: every step sees every training pair
     candidates = non_entailed_pairs(tree)
     if init is None:
         r_in = inner_radius(K, c=c, geometry=geometry)
@@ -878,17 +932,26 @@ def fit_cones(
         if init.shape != (n, dim):
             raise ValueError(f"init must have shape ({n}, {dim}), got {tuple(init.shape)}")
         u = init.detach().to(dtype).clone()
-    u = project_annulus(u, c=c, K=K, geometry=geometry, outer=outer)
+    u = project_annulus(u, c=c, K=K, geometry=geometry, outer=outer, gap=gap)
     losses: list = []
+    order = torch.empty(0, dtype=torch.long)
     # (Thread settings are left alone: calling torch.set_num_threads(k >= 2),
     # even to restore a value, breaks batched CPU linear algebra in torch 2.14;
     # see hyro_edu.cayley._solve.)
     for step in range(steps):
         # linear decay to `final` times the initial rate (and step cap)
         frac = 1 - (1 - final) * step / max(steps - 1, 1)
+        if batch_size is None:
+            pos = pos_all
+        else:  # epochs of mini-batches: a new random order whenever the old one runs out
+            if len(order) < batch_size:
+                order = torch.cat([order, torch.randperm(len(pos_all), generator=gen)])
+            pos, order = pos_all[order[:batch_size]], order[batch_size:]
         neg = sample_negatives(candidates, negatives * len(pos), generator=gen)
         u.requires_grad_(True)
-        loss = margin_loss(u, pos, neg, c=c, K=K, margin=margin, geometry=geometry, reduction="mean")
+        loss = margin_loss(
+            u, pos, neg, c=c, K=K, margin=margin, geometry=geometry, reduction="mean"
+        )
         (grad,) = torch.autograd.grad(loss, u)
         u = rsgd_step(
             u.detach(),
@@ -899,6 +962,7 @@ def fit_cones(
             geometry=geometry,
             outer=outer,
             max_step=None if max_step is None else max_step * frac,
+            gap=gap,
         )
         losses.append(loss.item())
     return ConeFit(points=u.detach(), c=c, K=K, geometry=geometry, losses=losses)
@@ -932,16 +996,18 @@ def evaluate_cones(
     K: float = 0.1,
     geometry: str = "poincare",
     pairs: Optional[torch.Tensor] = None,
+    negatives: Optional[torch.Tensor] = None,
     threshold: float = 0.0,
 ) -> ConeMetrics:
     """Score an embedding: a pair counts as entailed when its energy is ``<= threshold``.
 
     ``pairs``: the entailed pairs to score (default: the transitive closure; pass held-out pairs to
-    measure generalisation).  Negatives: every non-entailed ordered pair of ``tree``.
+    measure generalisation).  ``negatives``: the non-entailed pairs to score (default: every
+    non-entailed ordered pair of ``tree``; pass e.g. a test set of corrupted pairs).
     Poincaré ball of curvature ``-c`` (``c > 0``) or Euclidean.
     """
     pos = positive_pairs(tree) if pairs is None else pairs
-    neg = non_entailed_pairs(tree)
+    neg = non_entailed_pairs(tree) if negatives is None else negatives
     hit_pos = pair_energies(points, pos, c=c, K=K, geometry=geometry) <= threshold
     hit_neg = pair_energies(points, neg, c=c, K=K, geometry=geometry) <= threshold
     tp, fp = int(hit_pos.sum()), int(hit_neg.sum())

@@ -9,7 +9,10 @@ layer (the rows of a ``torch.nn.Linear`` weight), with unit directions
     f_s(z) = z^{-s}\ (s > 0), \qquad f_0(z) = \log(1/z).
 
 It depends on the neurons only through their pairwise angles, since
-:math:`\|\hat w_i - \hat w_j\|^2 = 2 - 2\cos\theta_{ij}`.
+:math:`\|\hat w_i - \hat w_j\|^2 = 2 - 2\cos\theta_{ij}`.  *Hyperspherical space*: the
+directions :math:`\hat w_i` are points of the sphere :math:`S^{d-1}`, on which the orthogonal group
+:math:`O(d)` acts by isometries (angles are kept); fine-tuning "in hyperspherical space" moves all
+neurons of a layer by one such isometry, :math:`W \leftarrow W R`.
 
 **Orthogonal fine-tuning** keeps it: :math:`W \leftarrow W R` with :math:`R^\top R = I` maps every
 row :math:`w_i^\top \mapsto w_i^\top R`, so :math:`W R (W R)^\top = W W^\top`: norms and pairwise
@@ -31,12 +34,15 @@ between the *columns* of :math:`W_o`, not between its rows (tested).
   ``relation="gated"`` is an earlier compiled variant of that code (256-blocks):
   :math:`\mathcal R + \alpha\,(\mathcal R \times_3 L \times_4 M)` with one shared :math:`M`
   and one gate per attention block and encoder, zero-initialised.
-* ``relation="tproduct"`` (the paper's tensor formulation, H-CLIP supplement, Definitions 4.1
-  and 4.2): :math:`\mathcal R_{\text{eff}} = \mathcal R * \mathcal G` with a learnable relation
+* ``relation="tproduct"`` (our construction from the T-products that the H-CLIP supplement
+  defines, Definitions 4.1 and 4.2, Eqs. S-1 to S-14):
+  :math:`\mathcal R_{\text{eff}} = \mathcal R * \mathcal G` with a learnable relation
   tensor :math:`\mathcal G` (full ``(b, b, 4L, K)`` or scalar tubes :math:`I_b \otimes g`),
   initialised to the identity tensor, by the DFT or by invertible transforms
-  (:mod:`hyro_edu.tproduct`).  The paper's exact formula could not be read (only its abstract
-  and supplement were available); this is our reading of the supplement's definitions.
+  (:mod:`hyro_edu.tproduct`).  The paper's abstract describes "a dual cross-relation
+  communication module among all learnable matrices", and the supplement derives the T-product
+  definitions of the main paper; the main paper's method section, with the module's equation, was
+  not reachable, so this option is not checked against the paper's equation.
 
 ``mix="parameters"`` (what the code does) mixes the Cayley *parameters* and then applies Cayley,
 so every text block stays orthogonal whatever the mixing; ``mix="matrices"`` mixes the orthogonal
@@ -420,7 +426,10 @@ def mix_tproduct(
     relation: torch.Tensor,
     transforms: Optional[Sequence[torch.Tensor]] = None,
 ) -> torch.Tensor:
-    r"""The paper's tensor form: :math:`\mathcal R * \mathcal G`, a T-product over modes 3 and 4.
+    r"""T-product mixing :math:`\mathcal R * \mathcal G` over modes 3 and 4 (our construction).
+
+    Built from the T-products of the H-CLIP supplement (Definitions 4.1, 4.2); the paper's own
+    equation for its relation module was not reachable, see the module docstring.
 
     ``transforms=None``: DFTs along both modes (:func:`hyro_edu.tproduct.tproduct`); otherwise two
     real invertible matrices ``(4L, 4L)`` and ``(K, K)`` (Lu et al. 2019; H-CLIP supplement,
@@ -467,8 +476,9 @@ class HCLIPRelation(nn.Module):
     r"""H-CLIP's learnable blocks for every layer, projection and encoder, with a named mixing.
 
     ``relation``: ``"official"`` (HPS code: per-layer ``K×K`` maps and a shared ``4L×4L`` map),
-    ``"gated"`` (earlier code: shared maps and zero-initialised gates), ``"tproduct"`` (paper:
-    :math:`\mathcal R * \mathcal G`), or ``"none"``.  ``mix``: ``"parameters"`` (code: mix, then
+    ``"gated"`` (earlier code: shared maps and zero-initialised gates), ``"tproduct"`` (our
+    construction from the supplement's T-products: :math:`\mathcal R * \mathcal G`), or
+    ``"none"``.  ``mix``: ``"parameters"`` (code: mix, then
     Cayley) or ``"matrices"`` (Cayley, then mix).  ``vision_free_last``: see
     :meth:`HCLIPLayout.free_mask`.  ``tubes`` and ``transforms`` configure ``"tproduct"``.
 

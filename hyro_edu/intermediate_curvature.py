@@ -18,7 +18,7 @@ the curvatures from the implicit function theorem.
 
 **Two variants of D** (switch ``variant``), with :math:`u = (\sqrt{c_3} - \sqrt{c_1})\,r`:
 
-* ``"paper"`` -- Theorem 1 as printed in the paper summary (seed 003):
+* ``"paper"`` -- Theorem 1 as printed (in the summary of the paper we worked from):
   :math:`D = \dfrac{-\sqrt{c_1} + 2\sqrt{c_3}\cosh u}{2\sqrt{c_1 c_3}}`;
 * ``"official"`` -- the official code (``manifolds/lorentz.py``, function ``d``):
   :math:`D = \dfrac{-\sqrt{c_1} + 2\sqrt{c_3}\cosh u}{2\sqrt{c_1}\,c_3}`.
@@ -224,11 +224,18 @@ def manifold_distance(*, c1: Scalar, c3: Scalar, r: Scalar, variant: str = "offi
               {2\sqrt{c_1}\,c_3} \quad(\text{official}), \qquad
               \frac{\cdots}{2\sqrt{c_1 c_3}} \quad(\text{paper}).
 
-    Curvatures ``-c1``, ``-c3`` with ``c1, c3 > 0``; ``r > 0`` is the spread of
-    the wrapped normals (in the official code a rescaled feature norm, see
-    :func:`rescale_radii`).
+    Curvatures ``-c1``, ``-c3`` with ``c1, c3 > 0``; ``r > 0``.  The paper
+    summary does not define ``r``; the official code passes a rescaled norm of a
+    mean feature (:func:`rescale_radii`), i.e. the distance from the origin of a
+    feature mapped with ``exp_0``.  With that meaning the official D is exactly
+    :math:`\tfrac12\langle\mu_1 - \mu_3, \mu_1 - \mu_3\rangle_L + 1/(2c_1)` with
+    :math:`\mu_c = \exp^c_0(v)`, :math:`\|v\| = r`: a Gaussian KL with the
+    (indefinite) Lorentzian form in place of the Euclidean norm, plus a constant.
+    It does not track the KL between wrapped normals up to a constant (the
+    book's chapter "Intermediate curvature" checks this by Monte Carlo).
 
-    Properties (tested): ``D(c1, c1; r) = 1/(2 c1)`` (official) and
+    Properties (tested): the Lorentzian identity above;
+    ``D(c1, c1; r) = 1/(2 c1)`` (official) and
     ``1/(2 sqrt(c1))`` (paper), for every ``r`` -- D is not a divergence;
     ``c1·D_official`` and ``sqrt(c1)·D_paper`` depend only on ``c3/c1`` and
     ``ρ = r·sqrt(c1)``; the ratio of the variants is ``sqrt(c3)``
@@ -240,8 +247,9 @@ def manifold_distance(*, c1: Scalar, c3: Scalar, r: Scalar, variant: str = "offi
     Shapes: ``c1``, ``c3``, ``r`` numbers or tensors that broadcast; the result
     has their broadcast shape and their (promoted, at least float32) dtype.
 
-    Wu et al. (ICLR 2026), Theorem 1 (``variant="paper"``, as printed in seed
-    003); official code, ``manifolds/lorentz.py`` ``d`` (``variant="official"``).
+    Wu et al. (ICLR 2026), Theorem 1 (``variant="paper"``, as printed in the
+    summary we worked from); official code, ``manifolds/lorentz.py`` ``d``
+    (``variant="official"``).
     """
     c1, c3, r = _prepare_distance(c1, c3, r, variant)
     return _distance(c1, c3, r, variant)
@@ -495,7 +503,7 @@ def find_intermediate_curvature(
     searches in the inputs' dtype (float32 reproduces the official behaviour).
 
     Properties (tested): ``lo <= c3 <= hi``; the worked examples of the
-    reference notes (§4.4); symmetric under ``(c1, r1) <-> (c2, r2)``; at an
+    official code's comments; symmetric under ``(c1, r1) <-> (c2, r2)``; at an
     interior solution ``g(c3) ≈ 0`` and ``∂g/∂c3 >= 0``.
 
     Raises ``ValueError`` for ``c <= 0``, ``r <= 0``, non-finite inputs, an
@@ -681,7 +689,8 @@ def mean_feature_norm(features: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
     Properties (tested): ``0 <= r <= 1`` for unit features (equality iff all
     are equal); zero-padding shrinks it.  Shapes: ``(..., d)`` -> ``()``.
 
-    Official code, ``engine.py`` (``r_image``, ``r_text``), per the reference notes §4.4.
+    Official code, ``engine.py`` (``r_image``, ``r_text``); the book's chapter "Intermediate
+    curvature" computes the bound this puts on ``r`` for ProTeCt's CIFAR-100 tree.
     """
     _checks.tensor(features, "features")
     d = _checks.dim_index(features, dim, "features")
@@ -705,7 +714,7 @@ def rescale_radii(r1: Scalar, r2: Scalar, *, c1: Scalar, c2: Scalar) -> tuple[to
     minimum of the official ``D(c, ·)`` (see :func:`manifold_distance_dc3`).
 
     Shapes: broadcast of the inputs.  Official code ``engine.py`` ``get_curv_m``;
-    example (reference notes §4.4): ``c1 = 0.05, c2 = 0.025, r1 = 0.4, r2 = 0.8``
+    example (tested): ``c1 = 0.05, c2 = 0.025, r1 = 0.4, r2 = 0.8``
     give ``(4.4721, 8.9443)``.
     """
     named = {

@@ -110,7 +110,8 @@ def _cap(space, c, d):
 
 
 def _setup(c, dim, *named):
-    return _checks.curvature(c), _checks.same_spaces(dim, *named)
+    """Validate c (and its shape against the points), the tensors and dim; return (c, dim)."""
+    return _checks.curvature_and_spaces(c, dim, *named)
 
 
 def _ambient(x, d, name):
@@ -374,12 +375,35 @@ def from_poincare(p: torch.Tensor, *, c: Curvature, dim: int = -1) -> torch.Tens
 
 
 class LearnableCurvature(torch.nn.Module):
-    """A learnable curvature ``c > 0`` (curvature ``-c``), stored as ``log c`` and clamped.
+    r"""A learnable curvature ``c > 0`` (curvature ``-c``), stored as ``log c``, clamped in place.
 
-    ``forward()`` returns ``c = exp(clamp(log_c, log(c_init / spread), log(c_init * spread)))``
-    (MERU uses ``spread = 10``).  The log parametrisation keeps ``c > 0`` for any
-    update; the clamp keeps it in a range where the float32 maths stays
-    accurate, and passes no gradient once ``c`` sits on a bound.
+    .. math:: c = \exp(\ell), \qquad
+              \ell \leftarrow \min\big(\max(\ell, \log(c_{\rm init}/s)), \log(c_{\rm init} s)\big)
+              \ \text{before every use}
+
+    with ``s = spread`` (10 in MERU and HypModalAlign).  Each call of ``forward()``
+    first clamps the stored parameter ``log_c`` *in place, outside autograd*
+    (under ``torch.no_grad()``), then returns ``log_c.exp()``.  What happens:
+
+    * the returned ``c`` always lies in ``[c_init / spread, c_init * spread]``;
+    * ``dc / d log_c = c``, never 0: the gradient passes through ``exp``
+      unclamped, also when ``c`` sits on a bound, so a curvature on a bound moves
+      back as soon as the loss gradient points inwards;
+    * an optimiser step may carry ``log_c`` past a bound between two calls
+      (Adam's momentum does); the next ``forward()`` resets it onto the bound,
+      so it never drifts further out.
+
+    (Clamping inside autograd, ``log_c.clamp(lo, hi).exp()``, would instead pass
+    an exactly zero gradient once ``log_c`` is past a bound, and the curvature
+    would stay on the bound for the rest of training.)  This is the scheme of
+    MERU's ``forward`` (Desai et al., ICML 2023), which clamps ``curv.data`` at
+    the start of every forward pass, and of HypModalAlign's ``clamp_curv``
+    (Wu et al., ICLR 2026), which does it at every step.  The log
+    parametrisation keeps ``c > 0`` for any update; the clamp keeps the
+    float32 maths in a known range.  Calling the module more than once before
+    ``backward()`` is safe (``exp`` saves its output, not ``log_c``).
+
+    Shapes: ``forward()`` returns a 0-dimensional tensor.
     """
 
     def __init__(self, c_init: float = 1.0, *, spread: float = 10.0, learnable: bool = True):
@@ -391,8 +415,13 @@ class LearnableCurvature(torch.nn.Module):
         self.bounds = (math.log(c_init / spread), math.log(c_init * spread))
 
     def forward(self) -> torch.Tensor:
-        return self.log_c.clamp(*self.bounds).exp()
+        # In place and outside the graph (as MERU): the clamp itself has no
+        # backward, so d c / d log_c = c stays non-zero on the bounds.
+        with torch.no_grad():
+            self.log_c.clamp_(*self.bounds)
+        return self.log_c.exp()
 
     def extra_repr(self) -> str:
         lo, hi = (math.exp(b) for b in self.bounds)
-        return f"c={self().item():.4g}, range=[{lo:.4g}, {hi:.4g}]"
+        c = self.log_c.detach().clamp(*self.bounds).exp().item()  # a repr must not change state
+        return f"c={c:.4g}, range=[{lo:.4g}, {hi:.4g}]"

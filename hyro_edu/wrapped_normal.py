@@ -24,7 +24,7 @@ distributions correspond exactly under the isometry
 :func:`hyro_edu.lorentz.from_poincare` (checked in the tests, isotropic and
 diagonal ``scale``):
 
-* Poincaré ball (the pvae convention, reference notes §3.2): the ball's metric
+* Poincaré ball (the convention of pvae, Mathieu et al.'s code): the ball's metric
   at 0 is :math:`4 g^E`, so :math:`v` is divided by :math:`\lambda^c_0 = 2`
   before it is used as a Euclidean tangent vector;
   :math:`z = \exp^c_\mu\big(P_{0\to\mu}(v/\lambda^c_0)\big) = \exp^c_\mu(v / \lambda^c_\mu)`.
@@ -50,17 +50,18 @@ References
 * Mathieu, Le Lan, Maddison, Tomioka & Teh, *Continuous Hierarchical
   Representations with Poincaré Variational Auto-Encoders* (NeurIPS 2019):
   the wrapped normal on the Poincaré ball, :math:`z = \exp_\mu(v/\lambda_\mu)`,
-  and its density; the formulas of their public code as summarised in the
-  project's reference notes (§3.2), including the test vectors used in the tests.
+  and its density, as in their public code (pvae, ``WrappedNormal.rsample``
+  and ``log_prob``); the tests' worked examples evaluate those formulas.
 * Nagano, Yamaguchi, Fujita & Koyama, *A Wrapped Normal Distribution on
   Hyperbolic Space for Gradient-Based Learning* (ICML 2019): the Lorentz
   construction and the log-determinant :math:`(n-1)\log(\sinh r / r)` (``c = 1``;
-  the curvature-``c`` form is the reference notes' §3.3).
+  curvature ``-c`` rescales distances by :math:`\sqrt c`, hence
+  :math:`(n-1)\log(\sinh(\sqrt c\,r)/(\sqrt c\,r))`; derived in the book's chapter 7).
 * HVSA (anonymous, rejected ICLR submission), Eq. (3) (the density as
   printed, see ``convention="hvsa_eq3"``) and Eq. (4) (the label mixture, see
-  :func:`mixture_log_prob`), from the submission text in the project's seed
-  documents.  No code was released, so what HVSA ran is unverified; the
-  reference notes' §3.4 reached the same reading of the prior without the text.
+  :func:`mixture_log_prob`) and Eq. (7) (the KL estimate, see
+  :func:`kl_to_mixture`; printed with the opposite sign), from the submission
+  text.  No code was released, so what HVSA ran is unverified.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ __all__ = [
     "lorentz_unwrap",
     "lorentz_log_prob",
     "mixture_log_prob",
+    "kl_to_mixture",
     "PoincareWrappedNormal",
     "LorentzWrappedNormal",
 ]
@@ -310,7 +312,7 @@ def poincare_log_prob(
             - (n-1)\log\frac{\sinh(\sqrt c\,r)}{\sqrt c\,r},\qquad r = d_c(\mu, z).
 
     Curvature ``-c``, ``c > 0``.  Mathieu et al. 2019 (their wrapped normal);
-    pvae code as in the reference notes §3.2.  ``convention="hvsa_eq3"`` uses the
+    as in their code (pvae).  ``convention="hvsa_eq3"`` uses the
     power 1 of HVSA Eq. (3) as printed (normalised for ``n = 2`` only).
 
     Properties (tested): the reference's worked examples; integrates to 1
@@ -394,7 +396,7 @@ def lorentz_log_prob(z: torch.Tensor, loc: torch.Tensor, scale, *, c: Curvature)
         (0, v) = \mathrm{PT}_{\mu\to o}(\log^c_\mu z),\ r = \|v\|.
 
     Curvature ``-c``, ``c > 0``.  Nagano et al. 2019 (their log-likelihood,
-    ``c = 1``; the curvature-``c`` form is the reference notes' §3.3).
+    ``c = 1``; curvature ``-c`` rescales distances by ``sqrt(c)``).
     Properties (tested): equals :func:`poincare_log_prob` at ``to_poincare(z)``
     with ``to_poincare(μ)`` (the Riemannian volume is invariant under the
     isometry).  Shapes: ``z, loc (..., n+1)``,
@@ -430,8 +432,8 @@ def mixture_log_prob(
     binary label vector :math:`y` as ``weights`` gives its Eq. (4),
     :math:`\frac{1}{\sum_l y_l}\sum_l \mathbb 1(y_l = 1)\,\mathcal N_p(z\mid\mu_l,\Sigma_l)`:
     the prior of an image with label set :math:`\{l : y_l = 1\}`.  HVSA released
-    no code, so this is our reading of the submission's text (the reference
-    notes' §3.4 give the same reading), not a verified re-implementation.
+    no code, so this is our reading of the submission's text, not a verified
+    re-implementation.
     Curvature ``-c``, ``c > 0``; ``model`` is ``"poincare"`` or ``"lorentz"``;
     ``convention`` as in :func:`poincare_log_prob` (Poincaré only).
 
@@ -483,6 +485,139 @@ def mixture_log_prob(
             )
         comp = lorentz_log_prob(zk, loc, scale, c=c)
     return torch.logsumexp(log_w + comp, dim=-1)
+
+
+def _label_mask(mask, m: int) -> torch.Tensor | None:
+    """HVSA's binary label vector y (or a boolean mask) over the M components, as booleans."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise ValueError(
+            f"mask must be a boolean or 0/1 tensor (..., M), got {type(mask).__name__}"
+        )
+    if mask.dim() < 1 or mask.shape[-1] != m:
+        raise ValueError(
+            f"mask must have last size M = {m} (one entry per mixture component), got shape "
+            f"{tuple(mask.shape)}"
+        )
+    if mask.dtype != torch.bool:
+        with torch.no_grad():
+            if not bool(((mask == 0) | (mask == 1)).all()):
+                raise ValueError(
+                    "mask must be boolean or hold only 0 and 1 (HVSA's label vector y); got "
+                    f"values {mask.unique().flatten()[:5].tolist()}"
+                )
+        mask = mask != 0
+    empty = ~mask.any(-1)
+    if bool(empty.any()):
+        where = empty.nonzero()[0].tolist()
+        raise ValueError(
+            "mask selects no component for the posterior at batch index "
+            f"{tuple(where)} ({int(empty.sum())} in all): an image with no positive label has an "
+            "empty prior (HVSA Eq. (4) divides by sum_l y_l = 0), a zero density whose KL from "
+            "any q is +inf; leave such images out of the KL term"
+        )
+    return mask
+
+
+@fp32_math
+def kl_to_mixture(
+    loc: torch.Tensor,
+    scale,
+    mix_loc: torch.Tensor,
+    mix_scale,
+    *,
+    c: Curvature,
+    mask: torch.Tensor | None = None,
+    k: int = 1,
+    model: str = "poincare",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    r"""Monte Carlo :math:`\mathrm{KL}(q\,\|\,p)` from a wrapped normal ``q`` to a mixture ``p``:
+
+    .. math::
+        \widehat{\mathrm{KL}}_k = \frac1k\sum_{j=1}^{k}\big[\log q(z_j) - \log p(z_j)\big],
+        \qquad z_j = \exp^c_\mu(\sigma\odot\varepsilon_j/\lambda^c_\mu),\
+        \varepsilon_j\sim\mathcal N(0, I),
+
+    (on the hyperboloid :math:`z_j` = :func:`lorentz_wrap` of :math:`\sigma\odot\varepsilon_j`),
+    with :math:`q = \mathcal N_W(\mu, \sigma)` and
+    :math:`p = \frac{1}{|S|}\sum_{m\in S}\mathcal N_W(\mu_m, \sigma_m)`, the uniform
+    mixture over the components selected by ``mask`` (all ``M`` if ``None``).  With
+    HVSA's label vector :math:`y` as ``mask`` this is the KL term of its GM-VAE: the
+    prior is Eq. (4), and ``k = 1`` is the single-sample estimate of Eq. (7), with the
+    sign of a KL (:math:`\log q - \log p`; Eq. (7) is printed with the opposite sign).
+    :math:`\log p` is computed exactly at each sample by log-sum-exp over the components
+    (:func:`mixture_log_prob`), so the estimate is unbiased for every ``k`` and its
+    variance falls like ``1/k``.  Samples are reparameterised (``rsample``), so the
+    estimate is differentiable w.r.t. ``loc`` and ``scale`` of ``q``, ``mix_loc`` and
+    ``mix_scale`` of the selected components (unselected ones get zero gradient) and a
+    tensor ``c``.  Curvature ``-c``, ``c > 0``; densities w.r.t. the Riemannian volume
+    (``convention="mathieu"``), which cancels in the ratio.
+
+    Properties (tested): exactly 0 when every selected component equals ``q``; equals
+    the tangent-Gaussian KL in expectation when all components share ``q``'s mean;
+    agrees with 2-D quadrature within Monte Carlo error; masking a component equals
+    removing it; the Poincaré and Lorentz versions give the same estimate for the
+    same noise; gradients match finite differences (fixed noise).
+
+    Shapes (``model="poincare"``; for ``"lorentz"`` points have ``n + 1``
+    coordinates on the hyperboloid and scales stay ``n``):
+
+    * ``loc (..., n)``: one posterior per batch element; ``scale`` > 0 broadcasting
+      against ``(..., n)``;
+    * ``mix_loc (..., M, n)``: each posterior's own components, or ``(M, n)`` shared
+      by all (HVSA: the ``M = L`` label distributions); ``mix_scale`` broadcasting
+      against ``(..., M, n)``;
+    * ``mask (..., M)``, boolean or 0/1: the positive labels of each image, so that
+      images may have different numbers of them.  Unselected slots must still hold
+      valid parameters (any point inside the ball and a positive scale); they are
+      ignored.  A row with no selected component raises ``ValueError``: the
+      empty mixture has density 0 and the KL is infinite;
+    * result ``(...)``: the broadcast batch shape, one estimate per posterior.
+
+    ``k >= 1`` samples per posterior; ``generator`` makes the noise reproducible.
+    Mathieu et al. 2019 (the wrapped normal, its ``rsample`` and the Monte Carlo KL
+    of the Poincaré VAE); HVSA (anonymous ICLR submission) Eqs. (4) and (7).
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1 (samples per posterior), got {k!r}")
+    if model not in ("poincare", "lorentz"):
+        raise ValueError(f"model must be 'poincare' or 'lorentz', got {model!r}")
+    _checks.tensor(loc, "loc")
+    _checks.tensor(mix_loc, "mix_loc")
+    if mix_loc.dim() < 2 or mix_loc.shape[-1] != loc.shape[-1]:
+        raise ValueError(
+            "mix_loc must have shape (..., M, N) with the same last size N as loc (one point "
+            f"per component), got mix_loc {tuple(mix_loc.shape)} and loc {tuple(loc.shape)}"
+        )
+    mask = _label_mask(mask, mix_loc.shape[-2])
+    # Every posterior of the output draws its own noise: expand loc to the full batch shape
+    # (a shared loc with a batch of masks is a batch of images with the same q).
+    batches = [("loc", loc.shape[:-1]), ("mix_loc", mix_loc.shape[:-2])]
+    if isinstance(scale, torch.Tensor) and scale.dim() > 1:
+        batches.append(("scale", scale.shape[:-1]))
+    if isinstance(mix_scale, torch.Tensor) and mix_scale.dim() > 2:
+        batches.append(("mix_scale", mix_scale.shape[:-2]))
+    if mask is not None:
+        batches.append(("mask", mask.shape[:-1]))
+    try:
+        batch_shape = torch.broadcast_shapes(*(shape for _, shape in batches))
+    except RuntimeError:
+        listed = ", ".join(f"{name} {tuple(shape)}" for name, shape in batches)
+        raise ValueError(
+            "the batch shapes of loc (..., N), scale (..., n), mix_loc (..., M, N), mix_scale "
+            f"(..., M, n) and mask (..., M) must broadcast; got batch shapes {listed}"
+        ) from None
+    loc = loc.expand(batch_shape + loc.shape[-1:])
+    if model == "poincare":
+        q = PoincareWrappedNormal(loc, scale, c=c)
+    else:
+        q = LorentzWrappedNormal(loc, scale, c=c)
+    z = q.rsample((k,), generator=generator)  # (k, *q.batch_shape, N)
+    weights = None if mask is None else mask.to(z.dtype)
+    log_p = mixture_log_prob(z, mix_loc, mix_scale, c=c, weights=weights, model=model)
+    return (q.log_prob(z) - log_p).mean(0)
 
 
 # ----------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def rotate(u, angle):
 
 
 def ganea_xi(x, y, c):
-    """The papers' arccos formula (reference notes §2.2), float64, away from degenerate cases."""
+    """The papers' arccos formula at curvature -c, float64, away from degenerate cases."""
     xy, x2, y2 = (x * y).sum(-1), (x * x).sum(-1), (y * y).sum(-1)
     num = xy * (1 + c * x2) - x2 * (1 + c * y2)
     den = x2.sqrt() * (x - y).norm(dim=-1) * torch.sqrt(1 + c**2 * x2 * y2 - 2 * c * xy)
@@ -44,7 +44,7 @@ def ganea_xi(x, y, c):
 
 
 def meru_ext(xs, ys, c):
-    """MERU's arccos formula (reference notes §2.3) from space parts, float64."""
+    """MERU's arccos formula (its `oxy_angle` without eps) from space parts, float64."""
     xt = torch.sqrt(1 / c + (xs * xs).sum(-1))
     yt = torch.sqrt(1 / c + (ys * ys).sum(-1))
     cxyl = c * ((xs * ys).sum(-1) - xt * yt)
@@ -52,7 +52,7 @@ def meru_ext(xs, ys, c):
 
 
 # ----------------------------------------------------------------------------
-# worked examples (reference notes §2.1-2.3, §7.8)
+# worked examples (Ganea et al.'s and MERU's formulas evaluated in float64)
 # ----------------------------------------------------------------------------
 @pytest.mark.parametrize("c", [0.01, 0.5, 1.0, 2.0, 7.0])
 def test_worked_example_poincare_every_curvature(c, dtype):
@@ -148,7 +148,7 @@ def test_exterior_angle_matches_the_papers_arccos_formula(c, gen):
 def test_euclidean_formulas(gen):
     x = 3 * torch.randn(300, 4, dtype=F64, generator=gen)
     y = 3 * torch.randn(300, 4, dtype=F64, generator=gen)
-    # HVSA seed, Appendix A.1, Eq. (13)
+    # HVSA, Appendix A.1, Eq. (13)
     xn, yn, dn = x.norm(dim=-1), y.norm(dim=-1), (x - y).norm(dim=-1)
     oracle = torch.acos((yn**2 - xn**2 - dn**2) / (2 * xn * dn))
     torch.testing.assert_close(C.euclidean_exterior_angle(x, y), oracle, rtol=0, atol=1e-9)
@@ -664,3 +664,168 @@ def test_energy_rejects_bad_K(bad):
     q = torch.tensor([0.5, 0.45], dtype=torch.float64)
     with pytest.raises(ValueError, match="K"):
         C.energy(p, q, c=1.0, K=bad)
+
+
+# ----------------------------------------------------------------------------
+# the projection gap (Ganea et al.'s 1e-5) and mini-batches
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("c", [0.3, 1.0, 4.0])
+def test_project_annulus_gap_is_ganeas_clipping(c):
+    """gap = 1e-5: eps_K + gap <= sqrt(c)||x|| <= 1 - gap (Ganea et al.'s clipping)."""
+    eps_k = C.inner_radius(0.1)
+    radii = torch.tensor([0.0, 1e-3, eps_k, eps_k + 1e-6, 0.5, 1 - 1e-6, 1.0], dtype=F64)
+    x = torch.stack([radii, torch.zeros_like(radii)], -1) / math.sqrt(c)
+    y = C.project_annulus(x, c=c, gap=1e-5)
+    r = y.norm(dim=-1) * math.sqrt(c)
+    assert abs(r.min().item() - (eps_k + 1e-5)) < 1e-12  # the old code: eps_K (1 + 1.5e-8)
+    assert abs(r.max().item() - (1 - 1e-5)) < 1e-12  # the old code: 1 - 1.5e-8
+    assert abs(r[4].item() - 0.5) < 1e-15  # points inside are kept
+    torch.testing.assert_close(C.project_annulus(y, c=c, gap=1e-5), y, rtol=0, atol=0)
+    # the default is unchanged: a relative gap sqrt(eps) at the inner edge
+    r0 = C.project_annulus(x, c=c).norm(dim=-1) * math.sqrt(c)
+    assert abs(r0.min().item() / eps_k - 1 - 2**-26) < 1e-12
+    # at Ganea's gap the aperture's slope is far smaller than at sqrt(eps) (square-root law)
+    slopes = []
+    for proj in (C.project_annulus(x[:1], c=1.0), C.project_annulus(x[:1], c=1.0, gap=1e-5)):
+        p = proj.clone().requires_grad_(True)
+        C.half_aperture(p, c=1.0).sum().backward()
+        slopes.append(p.grad.norm().item())
+    assert slopes[0] > 50 * slopes[1]
+
+
+def test_project_annulus_gap_euclidean():
+    x = torch.tensor([[0.05, 0.0], [0.0, 3.0]], dtype=F64)
+    y = C.project_annulus(x, geometry="euclidean", K=0.2, gap=0.01, outer=2.0)
+    torch.testing.assert_close(y.norm(dim=-1), torch.tensor([0.21, 2.0], dtype=F64))
+
+
+@pytest.mark.parametrize(
+    "bad", [0.0, -1e-5, 1e-20, 0.5, float("nan"), float("inf"), True, "1e-5", torch.tensor(1e-5)]
+)
+def test_gap_must_leave_a_non_empty_annulus(bad):
+    x = torch.tensor([[0.3, 0.2]], dtype=F64)
+    with pytest.raises(ValueError, match="gap"):
+        C.project_annulus(x, c=1.0, gap=bad)
+    with pytest.raises(ValueError, match="gap"):
+        C.rsgd_step(x, torch.ones_like(x), lr=1e-3, gap=bad)
+    with pytest.raises(ValueError, match="gap"):
+        C.fit_cones(balanced_tree(2, 1), steps=1, gap=bad)
+    with pytest.raises(ValueError, match="gap"):  # K + gap must stay below outer
+        C.project_annulus(x, geometry="euclidean", K=0.1, outer=0.2, gap=0.2)
+    # a float32 gap below finfo(float32).eps would put 1 - gap on the boundary itself
+    with pytest.raises(ValueError, match="gap"):
+        C.project_annulus(x.float(), c=1.0, gap=1e-9)
+
+
+def test_rsgd_step_and_fit_cones_use_the_gap():
+    eps_k = C.inner_radius(0.1)
+    u = torch.tensor([[0.3, 0.0], [0.0, 0.5]], dtype=F64)
+    grad = torch.tensor([[1.0, 0.0], [0.0, 0.0]], dtype=F64)
+    into_core = 0.25 / ((1 - 0.09) ** 2 / 4)  # the lr that moves u[0] to ||u|| = 0.05
+    step = C.rsgd_step(u, grad, lr=into_core, gap=1e-5)  # into the core, then clipped
+    assert abs(step[0].norm().item() - (eps_k + 1e-5)) < 1e-12 and step[0, 0] > 0
+    across = C.rsgd_step(u, grad, lr=100.0, gap=1e-5)  # thrown across the origin and beyond
+    assert abs(across[0].norm().item() - (1 - 1e-5)) < 1e-12 and across[0, 0] < 0
+    fit = C.fit_cones(balanced_tree(2, 2), steps=3, gap=1e-3)
+    r = fit.points.norm(dim=-1)
+    assert r.min().item() >= eps_k + 1e-3 - 1e-12 and r.max().item() <= 1 - 1e-3 + 1e-12
+
+
+def test_fit_cones_mini_batches():
+    tree = balanced_tree(2, 2)
+    edges = C.positive_pairs(tree, closure=False)  # 6 edges
+    full = C.fit_cones(tree, steps=4, train_pairs=edges, seed=3)
+    batched = C.fit_cones(tree, steps=4, train_pairs=edges, seed=3, batch_size=2)
+    big = C.fit_cones(tree, steps=4, train_pairs=edges, seed=3, batch_size=100)
+    assert torch.equal(full.points, big.points)  # batch_size >= P: the full batch
+    assert not torch.equal(full.points, batched.points)
+    again = C.fit_cones(tree, steps=4, train_pairs=edges, seed=3, batch_size=2)
+    assert torch.equal(batched.points, again.points)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            C.fit_cones(tree, steps=1, batch_size=bad)
+
+
+def test_fit_cones_batches_cover_every_pair_each_epoch(monkeypatch):
+    tree = balanced_tree(2, 2)
+    edges = C.positive_pairs(tree, closure=False)
+    seen = []
+    real = C.margin_loss
+
+    def spy(points, positives, negatives, **kw):
+        seen.append(positives.clone())
+        return real(points, positives, negatives, **kw)
+
+    monkeypatch.setattr(C, "margin_loss", spy)
+    C.fit_cones(tree, steps=6, train_pairs=edges, batch_size=2)
+    assert all(len(b) == 2 for b in seen)
+    for epoch in (seen[:3], seen[3:]):
+        got = sorted(map(tuple, torch.cat(epoch).tolist()))
+        assert got == sorted(map(tuple, edges.tolist()))
+
+
+def test_evaluate_cones_with_given_negatives():
+    tree = balanced_tree(2, 2)
+    pts = C.fit_cones(tree, steps=200, seed=0).points
+    neg = C.non_entailed_pairs(tree)
+    some = neg[:5]
+    m_all = C.evaluate_cones(pts, tree)
+    m_some = C.evaluate_cones(pts, tree, negatives=some)
+    assert m_some.n_negative == 5 and m_all.n_negative == len(neg)
+    hit = int((C.pair_energies(pts, some) <= 0).sum())
+    assert abs(m_some.false_positive_rate - hit / 5) < 1e-15
+
+
+# ----------------------------------------------------------------------------
+# cones are antisymmetric: why symmetric positives can never reach zero loss
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("c", [0.3, 1.0, 3.0])
+@pytest.mark.parametrize("dim", [2, 5])
+def test_a_cone_member_is_further_from_the_origin(c, dim, gen):
+    """E(a, b) = 0, b != a  =>  d(o, b) > d(o, a): the cone lies beyond the perpendicular at a."""
+    a = annulus_points(20000, dim, c, F64, gen, hi=0.9)
+    b = annulus_points(20000, dim, c, F64, gen, hi=0.9)
+    # put half of the b's inside the cone of a: on a geodesic leaving a at an angle
+    # theta < psi(a) from the axis
+    half = 10000
+    axis = a[:half] / a[:half].norm(dim=-1, keepdim=True)
+    side = torch.randn(half, dim, dtype=F64, generator=gen)
+    side = side - (side * axis).sum(-1, keepdim=True) * axis
+    side = side / side.norm(dim=-1, keepdim=True)
+    theta = 0.95 * C.half_aperture(a[:half], c=c) * torch.rand(half, dtype=F64, generator=gen)
+    u = theta.cos()[:, None] * axis + theta.sin()[:, None] * side
+    length = 0.01 + 2 * torch.rand(half, 1, dtype=F64, generator=gen)
+    lam = P.conformal_factor(a[:half], c=c, keepdim=True)
+    b[:half] = P.expmap(a[:half], length * u / lam, c=c)
+    inside = C.energy(a, b, c=c) == 0
+    assert inside[:half].all() and inside.sum() >= half  # the members, and any random ones
+    ra, rb = P.radius(a, c=c), P.radius(b, c=c)
+    assert bool((rb[inside] > ra[inside]).all())
+    # and then b's cone cannot contain a: E(b, a) >= pi/2 - psi(b) > 0
+    psi_b = C.half_aperture(b, c=c)
+    assert bool((C.energy(b[inside], a[inside], c=c) >= math.pi / 2 - psi_b[inside] - 1e-12).all())
+
+
+@pytest.mark.parametrize("c", [0.5, 1.0, 2.0])
+def test_symmetric_energy_has_a_positive_lower_bound(c, gen):
+    """E(a, p) + E(p, a) >= min(pi/2 - psi(a), pi/2 - psi(p)) > 0 in the valid domain.
+
+    If Xi(a, p) < pi/2, p lies beyond the perpendicular at a, so d(o, p) > d(o, a) and
+    Xi(p, a) >= pi/2; otherwise E(a, p) >= pi/2 - psi(a).  So sibling positives sampled in both
+    orders (HVSA's triplets by tree distance) keep Eq. (9) above zero.
+    """
+    a = annulus_points(20000, 3, c, F64, gen, hi=0.95)
+    p = annulus_points(20000, 3, c, F64, gen, hi=0.95)
+    # nearby pairs too, where both energies can be small
+    p[:10000] = P.expmap(a[:10000], 0.05 * torch.randn(10000, 3, dtype=F64, generator=gen), c=c)
+    p = C.project_annulus(p, c=c)
+    both = C.energy(a, p, c=c) + C.energy(p, a, c=c)
+    bound = torch.minimum(
+        math.pi / 2 - C.half_aperture(a, c=c), math.pi / 2 - C.half_aperture(p, c=c)
+    )
+    assert bool((bound > 0).all())
+    assert bool((both >= bound - 1e-12).all())
+    # the same in MERU's Lorentz form
+    la, lp = L.from_poincare(a, c=c), L.from_poincare(p, c=c)
+    both_l = C.lorentz_energy(la, lp, c=c) + C.lorentz_energy(lp, la, c=c)
+    torch.testing.assert_close(both_l, both, rtol=0, atol=1e-9)

@@ -58,6 +58,31 @@ def test_variants_differ_by_sqrt_c3(gen):
     torch.testing.assert_close(paper, c3.sqrt() * official, **TOL[F64])
 
 
+def test_official_distance_is_a_lorentzian_gaussian_kl(gen):
+    """D_official = <mu1 - mu3, mu1 - mu3>_L / 2 + 1/(2 c1), mu_c = exp^c_0(v), |v| = r.
+
+    An independent oracle through hyro_edu.lorentz: -<mu1, mu3>_L = cosh((sqrt c3 - sqrt c1) r)
+    / sqrt(c1 c3) for two points on one ray.  Fails for the paper's denominator 2 sqrt(c1 c3).
+    """
+    from hyro_edu import lorentz as L
+
+    log_range = (math.log(0.005), math.log(5.0))
+    c1 = torch.exp(torch.empty(40, dtype=F64).uniform_(*log_range, generator=gen))
+    c3 = torch.exp(torch.empty(40, dtype=F64).uniform_(*log_range, generator=gen))
+    v = torch.randn(40, 5, dtype=F64, generator=gen)
+    v = v / v.norm(dim=-1, keepdim=True) * (0.2 + 4 * torch.rand(40, 1, dtype=F64, generator=gen))
+    m1, m3 = L.expmap0(v, c=c1[:, None]), L.expmap0(v, c=c3[:, None])
+    oracle = 0.5 * L.inner(m1 - m3, m1 - m3) + 0.5 / c1
+    official = IC.manifold_distance(c1=c1, c3=c3, r=v.norm(dim=-1))
+    # the Lorentz form cancels terms of size |m1|^2 + |m3|^2
+    scale = (m1 * m1).sum(-1) + (m3 * m3).sum(-1)
+    assert bool(((official - oracle).abs() < 1e-12 * scale).all())
+    paper = IC.manifold_distance(c1=c1, c3=c3, r=v.norm(dim=-1), variant="paper")
+    visible = ((c3.sqrt() - 1) * oracle).abs() > 1e-6 * scale  # where the two can differ
+    assert visible.sum() > 20
+    assert bool(((paper - oracle).abs() > 1e-7 * scale)[visible].all())
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_distance_depends_on_r_only_through_rho(variant):
     # c1·D_official and sqrt(c1)·D_paper are functions of c3/c1 and rho = r sqrt(c1).
@@ -168,7 +193,7 @@ def test_solution_is_symmetric_in_the_two_manifolds(variant):
 
 
 # ----------------------------------------------------------------------------
-# worked examples (reference notes §4.4)
+# worked examples (official code's comments; an independent float64 re-implementation)
 # ----------------------------------------------------------------------------
 C_I, C_T = 0.446171, 0.454308
 # (r_i, r_t, c_m* float64, dc/dc_i, dc/dc_t, official code's float32 comments: c_m*, dc/dc_i, dc/dc_t)

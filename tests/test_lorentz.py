@@ -154,6 +154,63 @@ def test_learnable_curvature_is_positive_and_clamped():
     assert torch.isfinite(k.log_c.grad)
 
 
+def _fit_curvature_with_a_target_switch(curv, steps_before, steps_after, lr=0.08):
+    """Least-squares fit of c to pairwise distances observed at c* = 0.05, then at c* = 0.3."""
+    v = torch.randn(12, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def observed(c_star):
+        with torch.no_grad():
+            x = L.expmap0(v, c=c_star)
+            return L.pairwise_dist(x, x, c=c_star)
+
+    opt = torch.optim.Adam(curv.parameters(), lr=lr)
+    history, grads = [], []
+    for step in range(steps_before + steps_after):
+        target = observed(0.05 if step < steps_before else 0.3)
+        c = curv().double()
+        x = L.expmap0(v, c=c)
+        loss = (L.pairwise_dist(x, x, c=c) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        grads.append(curv.log_c.grad.item())
+        opt.step()
+        history.append(curv().item())
+    return history, grads
+
+
+def test_learnable_curvature_leaves_a_bound_when_the_target_changes():
+    """c* = 0.05 lies below the range [0.1, 10]: c sits on the lower bound with a live gradient,
+    and once the target moves to c* = 0.3 it travels back (a clamp inside autograd kept it at 0.1
+    for ever: zero gradient once the raw parameter had passed the bound)."""
+    curv = L.LearnableCurvature(1.0)
+    lo = 0.1
+    history, grads = _fit_curvature_with_a_target_switch(curv, 100, 40)
+    assert history[99] == pytest.approx(lo, rel=1e-6)  # on the bound before the switch
+    # the loss still pulls c down (d loss / d log c > 0): the gradient reaches log c on the bound
+    assert grads[99] > 0
+    assert min(history) >= lo * (1 - 1e-6)  # the returned c never leaves the range
+    assert history[-1] > 1.5 * lo and grads[-1] < 0  # after the switch c travels back up
+
+
+def test_learnable_curvature_gradient_is_finite_and_nonzero_on_a_bound():
+    for raw, bound in [(-10.0, 0.05), (10.0, 5.0)]:
+        k = L.LearnableCurvature(0.5)
+        with torch.no_grad():
+            k.log_c.fill_(raw)  # far past the bound, as an optimiser step can leave it
+        c = k()
+        assert c.item() == pytest.approx(bound, rel=1e-6)
+        assert k.log_c.item() == pytest.approx(math.log(bound), rel=1e-6)  # clamped in place
+        c.backward()
+        # d c / d log c = c: the clamp is outside the graph, so the gradient is not cut
+        assert torch.isfinite(k.log_c.grad)
+        assert k.log_c.grad.item() == pytest.approx(bound, rel=1e-6)
+    k = L.LearnableCurvature(0.5)
+    (k() + k()).backward()  # two calls in one graph: the in-place clamp does not break backward
+    assert k.log_c.grad.item() == pytest.approx(1.0, rel=1e-6)
+    frozen = L.LearnableCurvature(0.5, learnable=False)
+    assert not frozen().requires_grad and "range=[0.05, 5]" in repr(frozen)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="c must be finite and > 0"):
         L.expmap0(torch.zeros(2), c=0.0)
@@ -204,3 +261,19 @@ def test_float32_distance_of_nearby_points_far_from_the_origin(layout):
     got = L.dist(p32[0], p32[1], c=c).double()
     assert stored.item() == pytest.approx(0.5, rel=1e-3)
     assert ((got - stored).abs() / stored).item() < 1e-4
+
+
+def test_a_curvature_per_point_needs_size_one_on_the_vector_axis():
+    """A tensor c of shape (B,) against points (B, n+1) used to broadcast to a (B, B) grid."""
+    g = torch.Generator().manual_seed(5)
+    x = L.lift(0.3 * torch.randn(4, 3, generator=g), c=1.0)
+    y = L.lift(0.3 * torch.randn(4, 3, generator=g), c=1.0)
+    c = torch.tensor([0.5, 1.0, 2.0, 4.0])
+    with pytest.raises(ValueError, match=r"c must be .*c.unsqueeze\(-1\)"):
+        L.expmap0(x[..., 1:], c=c)
+    space_x, space_y = x[..., 1:], y[..., 1:]
+    per_point = L.dist(L.lift(space_x, c=c[:, None]), L.lift(space_y, c=c[:, None]), c=c[:, None])
+    assert per_point.shape == (4,)
+    for i in range(4):
+        one = L.dist(L.lift(space_x[i], c=float(c[i])), L.lift(space_y[i], c=float(c[i])), c=float(c[i]))
+        assert torch.allclose(per_point[i], one)

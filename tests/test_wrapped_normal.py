@@ -90,7 +90,7 @@ def test_log_sinhc_gradient():
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_reference_worked_examples(z, mu, sigma, c, expected, dtype):
-    """Reference notes §3.2 (derived from the pvae formulas)."""
+    """pvae's formulas (Mathieu et al. 2019) at n = 2; the first is derived by hand below."""
     d = W.PoincareWrappedNormal(torch.tensor(mu, dtype=dtype), sigma, c=c)
     got = d.log_prob(torch.tensor(z, dtype=dtype)).item()
     assert got == pytest.approx(expected, abs=1e-6 if dtype == F64 else 2e-5)
@@ -424,6 +424,206 @@ def test_same_mean_kl_is_the_tangent_gaussian_kl(gen):
     kl = (sp / sq).log().sum() + ((sq**2) / (2 * sp**2)).sum() - len(sq) / 2
     se = diff.std().item() / math.sqrt(N_SAMPLES)
     assert abs(diff.mean().item() - kl.item()) <= 5 * se
+
+
+# ----------------------------------------------------------------------------
+# KL(q || mixture): HVSA's GM-VAE term (Eqs. 4 and 7)
+# ----------------------------------------------------------------------------
+def _kl_quadrature(loc, scale, mix_loc, mix_scale, c, weights=None, nr=120, nt=256):
+    """KL(q || p) = ∫ q log(q/p) dvol over the disk (2-D), as a differentiable tensor."""
+    rmax = P.radius(loc.detach(), c=c).item() + 12 * torch.as_tensor(scale).detach().max().item()
+    x, w = np.polynomial.legendre.leggauss(nr)
+    R, w = torch.tensor((x + 1) / 2 * rmax), torch.tensor(w * rmax / 2)
+    th = torch.arange(nt, dtype=F64) * 2 * math.pi / nt
+    rho = torch.tanh(math.sqrt(c) * R / 2) / math.sqrt(c)
+    z = torch.stack([rho[:, None] * th.cos(), rho[:, None] * th.sin()], -1)
+    log_q = W.poincare_log_prob(z, loc, scale, c=c)
+    log_p = W.mixture_log_prob(z, mix_loc, mix_scale, c=c, weights=weights)
+    f = log_q.exp() * (log_q - log_p) * (torch.sinh(math.sqrt(c) * R) / math.sqrt(c))[:, None]
+    return ((f.mean(1) * 2 * math.pi) * w).sum()
+
+
+def _kl_setup():
+    c = 0.8
+    mu, sigma = t64(0.25, -0.3), t64(0.35, 0.5)
+    mix_loc = t64(0.4, 0.2, -0.3, 0.5, 0.1, -0.6).reshape(3, 2)
+    mix_scale = t64(0.5, 0.3, 0.6, 0.4, 0.45, 0.45).reshape(3, 2)
+    return c, mu, sigma, mix_loc, mix_scale
+
+
+def test_kl_to_mixture_is_zero_when_every_component_is_q(gen):
+    """log q - log p = 0 at every sample when the mixture is q itself (one or repeated
+    component)."""
+    c, mu, sigma, mix_loc, mix_scale = _kl_setup()
+    for m in (1, 3):
+        est = W.kl_to_mixture(
+            mu, sigma, mu.expand(m, 2), sigma.expand(m, 2), c=c, k=50, generator=gen
+        )
+        assert est.abs().item() < 1e-12
+    # selected components equal to q, a different one masked out: still 0
+    comps = torch.stack([mu, mix_loc[1], mu])
+    scales = torch.stack([sigma, mix_scale[1], sigma])
+    est = W.kl_to_mixture(
+        mu, sigma, comps, scales, c=c, mask=torch.tensor([True, False, True]), k=20, generator=gen
+    )
+    assert est.abs().item() < 1e-12
+
+
+def test_kl_to_mixture_with_q_s_mean_is_the_tangent_gaussian_kl():
+    """Components that all share μ and σ_p: p = N_W(μ, σ_p), KL = the tangent Gaussians' KL."""
+    c, mu, sigma, _, _ = _kl_setup()
+    sp = t64(0.6, 0.3)
+    n_post = 20_000
+    est = W.kl_to_mixture(
+        mu.expand(n_post, 2), sigma, mu.expand(4, 2), sp.expand(4, 2), c=c, k=1,
+        generator=torch.Generator().manual_seed(11),
+    )
+    exact = ((sp / sigma).log() + sigma**2 / (2 * sp**2) - 0.5).sum().item()
+    se = est.std().item() / math.sqrt(n_post)
+    assert abs(est.mean().item() - exact) <= 5 * se
+
+
+def test_kl_to_mixture_agrees_with_quadrature_in_two_dimensions():
+    """Unbiased: the mean of many single-sample estimates matches ∫ q log(q/p) dvol."""
+    c, mu, sigma, mix_loc, mix_scale = _kl_setup()
+    y = t64(1.0, 0.0, 1.0)
+    ref = _kl_quadrature(mu, sigma, mix_loc, mix_scale, c, weights=y).item()
+    n_post = 20_000
+    est = W.kl_to_mixture(
+        mu.expand(n_post, 2), sigma, mix_loc, mix_scale, c=c, mask=y, k=1,
+        generator=torch.Generator().manual_seed(12),
+    )
+    se = est.std().item() / math.sqrt(n_post)
+    assert ref > 0.3  # a genuinely different prior, not a near-zero KL
+    assert abs(est.mean().item() - ref) <= 5 * se, (est.mean().item(), ref, se)
+    # k samples per posterior: same mean, variance / k
+    est4 = W.kl_to_mixture(
+        mu.expand(n_post // 4, 2), sigma, mix_loc, mix_scale, c=c, mask=y, k=4,
+        generator=torch.Generator().manual_seed(13),
+    )
+    se4 = est4.std().item() / math.sqrt(n_post // 4)
+    assert abs(est4.mean().item() - ref) <= 5 * se4
+    # Var(k = 4) = Var(k = 1) / 4, within 5 standard errors of the two variance estimates
+    def var_and_se(e):
+        v = e.var().item()
+        return v, math.sqrt((((e - e.mean()) ** 4).mean().item() - v**2) / len(e))
+
+    (v1, se1), (v4, se4v) = var_and_se(est), var_and_se(est4)
+    assert abs(4 * v4 - v1) <= 5 * math.hypot(4 * se4v, se1)
+    assert v4 < v1 / 2  # four samples: clearly less noise than one
+
+
+def test_kl_to_mixture_gradient_is_unbiased_and_matches_finite_differences():
+    c, mu, sigma, mix_loc, mix_scale = _kl_setup()
+    y = t64(1.0, 1.0, 0.0)
+    params = [t.clone().requires_grad_(True) for t in (mu, sigma, mix_loc, mix_scale)]
+    _kl_quadrature(*params, c, weights=y).backward()
+    ref = [p.grad.clone() for p in params]
+    # the mean gradient of single-sample estimates, in 20 groups for a standard error
+    groups = []
+    for i in range(20):
+        ps = [t.clone().requires_grad_(True) for t in (mu, sigma, mix_loc, mix_scale)]
+        est = W.kl_to_mixture(
+            ps[0].expand(1000, 2), ps[1], ps[2], ps[3], c=c, mask=y, k=1,
+            generator=torch.Generator().manual_seed(100 + i),
+        )
+        est.mean().backward()
+        groups.append(torch.cat([p.grad.flatten() for p in ps]))
+    groups = torch.stack(groups)
+    mean, se = groups.mean(0), groups.std(0) / math.sqrt(len(groups))
+    want = torch.cat([g.flatten() for g in ref])
+    assert (want[:4].abs() > 0.05).all()  # q's gradients are far from 0
+    assert ((mean - want).abs() <= 5 * se + 1e-9).all(), (mean, want, se)
+    assert (mean.reshape(-1)[[8, 9, 14, 15]] == 0).all()  # the unselected component: no gradient
+
+    def f(loc, scale, m_loc, m_scale):
+        return W.kl_to_mixture(
+            loc, scale, m_loc, m_scale, c=c, mask=y, k=3,
+            generator=torch.Generator().manual_seed(5),  # the same noise at every call
+        )
+
+    inputs = tuple(t.clone().requires_grad_(True) for t in (mu, sigma, mix_loc, mix_scale))
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+def test_kl_to_mixture_mask_batches_and_lorentz(gen):
+    """A masked component is a removed one; rows may have different numbers of positives;
+    the Lorentz version gives the same estimate for the same noise."""
+    c, _, sigma, mix_loc, mix_scale = _kl_setup()
+    locs = t64(0.1, 0.2, -0.3, 0.1, 0.4, -0.4).reshape(3, 2)
+    mask = torch.tensor([[True, False, True], [False, True, False], [True, True, True]])
+    est = W.kl_to_mixture(
+        locs, sigma, mix_loc, mix_scale, c=c, mask=mask, k=7,
+        generator=torch.Generator().manual_seed(3),
+    )
+    assert est.shape == (3,)
+    # a 0/1 float mask (HVSA's y) is the same mask
+    est_f = W.kl_to_mixture(
+        locs, sigma, mix_loc, mix_scale, c=c, mask=mask.to(F64), k=7,
+        generator=torch.Generator().manual_seed(3),
+    )
+    torch.testing.assert_close(est_f, est)
+    # with the same noise, each row is log q - log p over that row's positives only
+    z = W.PoincareWrappedNormal(locs, sigma, c=c).rsample(
+        (7,), generator=torch.Generator().manual_seed(3)
+    )
+    for b in range(3):
+        kept = mask[b]
+        log_q = W.poincare_log_prob(z[:, b], locs[b], sigma, c=c)
+        log_p = W.mixture_log_prob(z[:, b], mix_loc[kept], mix_scale[kept], c=c)
+        assert est[b].item() == pytest.approx((log_q - log_p).mean().item(), abs=1e-12)
+    # one shared posterior, a batch of label sets: independent noise per row, as if expanded
+    shared = W.kl_to_mixture(
+        locs[0], sigma, mix_loc, mix_scale, c=c, mask=mask, k=7,
+        generator=torch.Generator().manual_seed(3),
+    )
+    expanded = W.kl_to_mixture(
+        locs[0].expand(3, 2), sigma, mix_loc, mix_scale, c=c, mask=mask, k=7,
+        generator=torch.Generator().manual_seed(3),
+    )
+    assert shared.shape == (3,)
+    torch.testing.assert_close(shared, expanded)
+    # each posterior with its own components: (B, M, n)
+    own = torch.stack([mix_loc, mix_loc.flip(0), -mix_loc])
+    est_own = W.kl_to_mixture(locs, sigma, own, mix_scale, c=c, mask=mask, k=2, generator=gen)
+    assert est_own.shape == (3,) and torch.isfinite(est_own).all()
+    # Lorentz: the same noise gives the image points, so the same estimate
+    lor = W.kl_to_mixture(
+        L.from_poincare(locs, c=c), sigma, L.from_poincare(mix_loc, c=c), mix_scale, c=c,
+        mask=mask, k=7, model="lorentz", generator=torch.Generator().manual_seed(3),
+    )
+    torch.testing.assert_close(lor, est)
+
+
+def test_kl_to_mixture_bad_input():
+    c, mu, sigma, mix_loc, mix_scale = _kl_setup()
+    with pytest.raises(ValueError, match="mask selects no component.*empty prior"):
+        W.kl_to_mixture(
+            mu.expand(2, 2), sigma, mix_loc, mix_scale, c=c,
+            mask=torch.tensor([[True, False, False], [False, False, False]]),
+        )
+    with pytest.raises(ValueError, match="mask must have last size M = 3"):
+        W.kl_to_mixture(mu, sigma, mix_loc, mix_scale, c=c, mask=torch.tensor([True, False]))
+    with pytest.raises(ValueError, match="mask must be boolean or hold only 0 and 1"):
+        W.kl_to_mixture(mu, sigma, mix_loc, mix_scale, c=c, mask=t64(0.5, 1.0, 0.0))
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        W.kl_to_mixture(mu, sigma, mix_loc, mix_scale, c=c, k=0)
+    with pytest.raises(ValueError, match="mix_loc must have shape"):
+        W.kl_to_mixture(mu, sigma, mix_loc[0], mix_scale, c=c)
+    with pytest.raises(ValueError, match="model must be"):
+        W.kl_to_mixture(mu, sigma, mix_loc, mix_scale, c=c, model="klein")
+    with pytest.raises(ValueError, match="mix_loc must have shape"):
+        W.kl_to_mixture(mu, sigma, torch.zeros(3, 3, dtype=F64), mix_scale, c=c)
+    with pytest.raises(ValueError, match="scale must be finite and > 0"):
+        W.kl_to_mixture(mu, sigma, mix_loc, mix_scale * 0, c=c)
+    with pytest.raises(ValueError, match="batch shapes .* must broadcast"):
+        W.kl_to_mixture(
+            mu.expand(4, 2), sigma, mix_loc, mix_scale, c=c, mask=torch.ones(3, 3, dtype=bool)
+        )
+    with pytest.raises(ValueError, match="loc must lie inside the Poincare ball"):
+        W.kl_to_mixture(mu, sigma, mix_loc * 3, mix_scale, c=c)
+    with pytest.raises(ValueError, match="c must be finite and > 0"):
+        W.kl_to_mixture(mu, sigma, mix_loc, mix_scale, c=-1.0)
 
 
 # ----------------------------------------------------------------------------
