@@ -8,8 +8,9 @@ r"""HyRo's hyperbolic re-parametrisation: block scaling, then a block Cayley rot
     R_k = \mathrm{cayley}(\Theta_k - \Theta_k^\top) = (I + A_k)(I - A_k)^{-1},
     \quad A_k = \Theta_k - \Theta_k^\top.
 
-(HyRo, Truong et al., CVPR 2026, Sec. 3, the complete transformation; HyperCLIP, Peng et al., CVPR
-2025, is the special case ``R = I``.)  Curvature convention: ``c > 0`` means curvature ``-c``.
+(HyRo, Truong et al. 2026, "the complete transformation" as its third-party summary gives it, and
+as the released code computes it; HyperCLIP, Peng et al., CVPR 2025, is the special case
+``R = I``.)  Curvature convention: ``c > 0`` means curvature ``-c``.
 
 ``S ⊗_c`` is Möbius matrix-vector multiplication (Ganea et al. 2018; Khrulkov et al. 2020),
 ``S ⊗_c h = exp0(S log0 h)``, applied block by block without forming the dense ``S``.  ``R`` is
@@ -18,11 +19,36 @@ orthogonal, so it commutes with the maps at the origin and keeps the hyperbolic 
 
 .. math:: x' = R\,S\,x ,
 
-a linear map (:meth:`HyperbolicAdapter.linear_equivalent`).  The official code projects after
-``S`` onto ``‖y‖ <= (1 - 10^{-3})/sqrt(c)``; that clips as soon as
-``‖S x‖ > artanh(1 - δ)/sqrt(c)`` (:func:`clip_threshold`): 3.80 for ``c = 1`` and 38.0 for
-``c = 0.01`` with ``δ = 10^{-3}``.  ``margin="dtype"`` uses this package's margin
-``δ = sqrt(finfo.eps)`` instead (:func:`hyro_edu.numerics.ball_margin`), which clips later.
+a linear map (:meth:`HyperbolicAdapter.linear_equivalent`).  In particular, **below the clip the
+output and its gradients with respect to S and Θ do not depend on c**: the output is ``R S x``
+for every ``c`` (tested), and the chapter *Cayley rotations* checks the gradients; ``c`` acts only
+through the clip.  The official code projects after ``S`` onto ``‖y‖ <= (1 - 10^{-3})/sqrt(c)``;
+that clips as soon as ``‖S x‖ > artanh(1 - δ)/sqrt(c)`` (:func:`clip_threshold`): 3.80 for
+``c = 1`` and 38.0 for ``c = 0.01`` with ``δ = 10^{-3}``.  ``margin="dtype"`` uses this package's
+margin ``δ = sqrt(finfo.eps)`` instead (:func:`hyro_edu.numerics.ball_margin`), which clips later.
+
+The switch ``margin`` selects one of two implementations of the same map, which differ only in
+the saturated regime:
+
+* ``margin="official"`` (both training presets) is the **released map**, step by step with its
+  constants: ``exp0`` without any projection (``tanh`` arguments clamped at 15, norms floored at
+  1e-5), the Möbius product ``S ⊗_c``, the cap ``(1 - 1e-3)/sqrt(c)`` after ``S``, the rotation,
+  ``log0``; every ``artanh`` argument clamped to ``±(1 - 1e-5)`` with the released backward
+  ``1/(1 - z²)`` at the clamped value (a straight-through clamp).  The ``artanh`` clamp inside
+  ``S ⊗_c`` acts like a projection of ``exp0(x)`` at ``artanh(1 - 1e-5)/sqrt(c)`` (6.10 at
+  ``c = 1``).  Tested against the closed form ``R z·min(1, t_δ/‖z‖)``,
+  ``z = S x·min(1, 6.10/(sqrt(c)‖x‖))``, and on the audit's case (``c = 1``, ``‖x‖ = 6``,
+  ``S = I/2``: output norm 3.0 and the linear map's gradient).
+* ``margin="dtype"`` is this package's cleaner variant: ``exp0(x)`` projected with the dtype
+  margin (which caps ``‖x‖`` at ``t_dtype``, 4.33 at ``c = 1`` in float32), the dtype margin
+  after ``S`` too, ``artanh`` clamped at ``1 - eps`` with exact derivatives.  For rows longer
+  than ``t_dtype`` that ``S`` shrinks it differs from the released map (output norm 2.17 instead
+  of 3.0 in the case above); everywhere else the two agree to rounding.
+
+With the rotation this is block-diagonal orthogonal fine-tuning (Qiu et al., NeurIPS 2023) of the
+rows of ``W S^T``: ``W' = (W S^T) R^T`` keeps their norms and pairwise angles, hence their
+hyperspherical energy (:mod:`hyro_edu.hyperspherical`; checked in the chapter).  The hyperbolic
+radius that ``S`` scales is ``Rad(exp0(w)) = 2‖w‖``, twice the norm of a weight row.
 
 Where the map acts (the official code of HyperCLIP and HyRo): not on the CLIP features but on the
 **rows of the frozen attention weights** ``W_q, W_k, W_v``; each row is a tangent vector at the
@@ -34,15 +60,20 @@ parameters ``Θ`` and blocks ``(K_R, n, n)`` with ``K_R·n = d``.
 
 References
 ----------
-* Truong, Nguyen-Truong & Huynh, HyRo (CVPR 2026): the map above, ``R`` from the Cayley transform
-  in ``K_R = d/n`` blocks, ``Θ`` initialised at 0; block sizes 128 (S) and 256 (R) in the code.
+* Truong, Nguyen-Truong & Huynh, HyRo (CVPR 2026 workshops, arXiv 2605.08874): the map above,
+  ``R`` from the Cayley transform in ``K_R = d/n`` blocks, ``Θ`` initialised at 0.  The paper's
+  text was not reachable; its formula is taken from a third-party summary (PaperNotes) and agrees
+  with the released code (``github.com/tmhoanggg/HyRo``, ``cat_seg/third_party/hyperbolic.py``),
+  which uses block sizes 128 (S) and 256 (R).
 * Peng et al., HyperCLIP (CVPR 2025) and its supplement, Eq. S-5:
   ``Rad(S ⊗_c x) = ‖Sx‖/‖x‖ Rad(x)``; ``BlockDiagonalLinear`` with full 128×128 blocks
   initialised at ``I``.
 * Ganea, Bécigneul & Hofmann, Hyperbolic Neural Networks (NeurIPS 2018), Lemma 1: ``exp0``,
   ``log0``; Möbius matrix-vector multiplication.
-* Reference notes on the official code (``ovss-hyro-hyperclip-hclip-catseg.md`` §1.1, §2.1): the
-  row-wise application to ``W_q, W_k, W_v``, the cap ``(1 - 1e-3)/sqrt(c)``, ``c`` per encoder.
+* The official code of HyperCLIP and HyRo (``cat_seg/third_party/hyperbolic.py`` and
+  ``model_hyperbolic.py`` in both repositories): the row-wise application to ``W_q, W_k, W_v``,
+  the cap ``(1 - 1e-3)/sqrt(c)`` (``_project``), ``c = 1`` for text and ``0.01`` for vision.
+* Qiu et al., Controlling Text-to-Image Diffusion by Orthogonal Finetuning (NeurIPS 2023).
 """
 
 from __future__ import annotations
@@ -73,6 +104,16 @@ __all__ = [
 
 OFFICIAL_MARGIN = 1e-3
 """The official code's fixed gap at the boundary: ``‖y‖ <= (1 - 1e-3)/sqrt(c)`` after ``S``."""
+
+OFFICIAL_ARTANH_CLAMP = 1e-5
+"""The official code clamps every ``artanh`` argument to ``±(1 - 1e-5)`` (and differentiates the
+clamped value as if it were the input: its backward is ``1/(1 - z²)`` at the clamped ``z``)."""
+
+OFFICIAL_TANH_CLAMP = 15.0
+"""The official code clamps every ``tanh`` argument to ``±15``."""
+
+OFFICIAL_NORM_FLOOR = 1e-5
+"""The official code floors the norms it divides by at ``1e-5``."""
 
 MARGINS = ("dtype", "official")
 
@@ -122,10 +163,10 @@ def clip_threshold(c, *, margin: str = "dtype", dtype: torch.dtype = torch.float
 
     ``exp0(v)`` has Euclidean norm ``tanh(sqrt(c)‖v‖)/sqrt(c)``, which exceeds the cap
     ``(1 - δ)/sqrt(c)`` exactly when ``‖v‖ > t``; ``log0`` of a clipped point has norm ``t``.  So
-    the HyRo map returns ``R S x`` while ``‖S x‖ <= t`` and a vector of norm ``t`` beyond (the exp0
-    step is projected with the dtype margin, see :func:`hyro_map`).  Curvature ``-c``, ``c > 0``.
-    Official margin: 3.80 (``c = 1``), 38.0 (``c = 0.01``), as in the reference notes §1.1; dtype
-    margin in float32: 4.33 and 43.3 (tested).
+    the HyRo map returns ``R S x`` while ``‖S x‖ <= t`` and a vector of norm ``t`` beyond (and
+    the input ``x`` itself saturates earlier, see :func:`hyro_map`).  Curvature ``-c``, ``c > 0``.
+    Official margin: 3.80 (``c = 1``), 38.0 (``c = 0.01``), the cap of the official code's
+    ``_project``; dtype margin in float32: 4.33 and 43.3 (tested).
     """
     c = _curvature(c)
     return math.atanh(1.0 - margin_value(margin, dtype)) / math.sqrt(c)
@@ -213,6 +254,58 @@ def _mobius_blocks(blocks: torch.Tensor, h: torch.Tensor, c: float) -> torch.Ten
     return sh * scale
 
 
+class _OfficialArtanh(torch.autograd.Function):
+    """``artanh`` with the official code's clamp: forward at ``z`` clamped to ``±(1 - 1e-5)``,
+    backward ``1/(1 - z²)`` at the clamped ``z`` -- a straight-through clamp, so the gradient
+    never vanishes where the clamp acts (unlike ``z.clamp(...).atanh()``)."""
+
+    @staticmethod
+    def forward(ctx, z):
+        lim = 1.0 - OFFICIAL_ARTANH_CLAMP
+        z = z.clamp(-lim, lim)
+        ctx.save_for_backward(z)
+        return z.atanh()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        return grad / (1 - z * z)
+
+
+def _official_norm(x: torch.Tensor) -> torch.Tensor:
+    # The official floor at 1e-5 (not finfo-derived: reproduced as released).
+    return _norm(x).clamp_min(OFFICIAL_NORM_FLOOR)
+
+
+def _official_tanh(z: torch.Tensor) -> torch.Tensor:
+    return z.clamp(-OFFICIAL_TANH_CLAMP, OFFICIAL_TANH_CLAMP).tanh()
+
+
+def _official_map(x, scale_blocks, rotation_blocks, c: float) -> torch.Tensor:
+    # The released map step by step (HyRo/HyperCLIP ``BlockDiagonalLinear*``: ``expmap0``,
+    # ``mobius_matvec`` with its ``_project``, the rotation, ``logmap0``), with their constants.
+    sqrt_c = math.sqrt(c)
+    u_norm = _official_norm(x)
+    h = _official_tanh(sqrt_c * u_norm) * x / (sqrt_c * u_norm)  # exp0: no projection
+    if scale_blocks is not None:
+        h_norm = _official_norm(h)
+        sh = block_matvec(scale_blocks, h)
+        # The official code does not floor ‖Sh‖ and returns 0 where Sh = 0 (the where() below);
+        # flooring at sqrt(finfo.tiny) changes no value above 1e-19 and keeps the discarded branch
+        # (and so the gradient) free of 0/0.
+        sh_norm = _floored(_norm(sh))
+        ratio = sh_norm / h_norm * _OfficialArtanh.apply(sqrt_c * h_norm)
+        y = _official_tanh(ratio) * sh / (sh_norm * sqrt_c)
+        h = torch.where((sh == 0).all(-1, keepdim=True), torch.zeros_like(y), y)
+    norm = _official_norm(h)
+    cap = (1.0 - OFFICIAL_MARGIN) / sqrt_c
+    y = torch.where(norm > cap, h / norm * cap, h)  # the official _project
+    if rotation_blocks is not None:
+        y = block_matvec(rotation_blocks, y)
+    y_norm = _official_norm(y)
+    return y / y_norm / sqrt_c * _OfficialArtanh.apply(sqrt_c * y_norm)  # log0
+
+
 # ----------------------------------------------------------------------------
 # functional core
 # ----------------------------------------------------------------------------
@@ -259,18 +352,24 @@ def hyro_map(
     .. math:: x' = \log^c_0\big(R\,(S \otimes_c \exp^c_0(x))\big).
 
 
-    Curvature ``-c`` with ``c > 0`` (a number).  Steps, as in the official code:
+    Curvature ``-c`` with ``c > 0`` (a number).  Steps (as in the official code):
 
-    1. ``h = exp0(x)``, projected with the dtype margin (:mod:`hyro_edu.numerics`);
+    1. ``h = exp0(x)``: with ``margin="dtype"`` projected with the dtype margin
+       (:mod:`hyro_edu.numerics`); with ``margin="official"`` not projected, as released;
     2. ``y = S ⊗_c h`` block by block (skipped if ``scale_blocks is None``), then **projected**
        onto ``sqrt(c)‖y‖ <= 1 - δ``, ``δ`` = :func:`margin_value` of ``margin``;
     3. ``y ← R y`` with the orthogonal blocks (skipped if ``rotation_blocks is None``);
     4. ``x' = log0(y)``.
 
-    Properties (tested): ``x' = R S x`` while ``‖S x‖ <= t_δ`` and ``‖x‖ <= t_dtype``
+    ``margin="official"`` evaluates every step with the released constants (see the module
+    docstring); ``"dtype"`` with this package's finfo-derived clamps.
+
+    Properties (tested): ``x' = R S x`` while ``‖S x‖ <= t_δ`` and ``‖x‖ <= t_e``
     (:func:`clip_threshold`); beyond, ``x' = R z·min(1, t_δ/‖z‖)`` with
-    ``z = S x·min(1, t_dtype/‖x‖)``; ``‖x'‖ <= t_δ``; ``R`` keeps the hyperbolic radius and
-    commutes with ``exp0``/``log0``; finite values and gradients for finite float32 inputs.
+    ``z = S x·min(1, t_e/‖x‖)``, where ``t_e`` is ``t_dtype`` (``"dtype"``) or
+    ``artanh(1 - 1e-5)/sqrt(c)`` (``"official"``); ``‖x'‖ <= t_δ``; ``R`` keeps the hyperbolic
+    radius and commutes with ``exp0``/``log0``; finite values and gradients for finite float32
+    inputs.
 
     Shapes: ``x (..., d)``; ``scale_blocks (K_S, b, b)`` with ``K_S·b = d`` or ``None``;
     ``rotation_blocks (K_R, n, n)`` with ``K_R·n = d`` or ``None``, orthogonal (e.g.
@@ -278,8 +377,8 @@ def hyro_map(
     to ``x.dtype``; half inputs are computed, and returned, in float32.  Bad shapes, ``c <= 0``
     or an unknown ``margin`` raise ``ValueError``.
 
-    HyRo (CVPR 2026), Sec. 3 (the complete transformation); HyperCLIP when ``rotation_blocks`` is
-    ``None``.
+    HyRo (2026), the complete transformation (per its summary and released code); HyperCLIP when
+    ``rotation_blocks`` is ``None``.
     """
     c = _curvature(c)
     _margin(margin)
@@ -287,6 +386,13 @@ def hyro_map(
     d = x.shape[-1]
     scale_blocks = _blocks(scale_blocks, "scale_blocks", d)
     rotation_blocks = _blocks(rotation_blocks, "rotation_blocks", d)
+    if margin == "official":
+        return _official_map(
+            x,
+            None if scale_blocks is None else scale_blocks.to(x.dtype),
+            None if rotation_blocks is None else rotation_blocks.to(x.dtype),
+            c,
+        )
     h = P.expmap0(x, c=c)  # projected with the dtype margin
     if scale_blocks is not None:
         h = _mobius_blocks(scale_blocks.to(x.dtype), h, c)
@@ -310,8 +416,8 @@ def adapt_in_proj_weight(
 
     .. math:: W'_\star = \big[\,x'(w_1); \dots; x'(w_D)\,\big], \quad \star \in \{q, k, v\},
 
-    each row ``w_i`` of ``W_q``, ``W_k``, ``W_v`` mapped by its own adapter (HyperCLIP / HyRo
-    code, reference notes §1.1, §2.1).  Up to the clip, ``W'_\star = W_\star (R_\star S_\star)^T``.
+    each row ``w_i`` of ``W_q``, ``W_k``, ``W_v`` mapped by its own adapter (as the official
+    HyperCLIP and HyRo code does).  Up to the clip, ``W'_\star = W_\star (R_\star S_\star)^T``.
 
     Shapes: ``in_proj_weight (3·D, D)`` (``torch.nn.MultiheadAttention.in_proj_weight``),
     ``adapters``: three :class:`HyperbolicAdapter` of ``dim = D`` -> ``(3·D, D)``.
@@ -349,12 +455,13 @@ class HyperbolicAdapter(nn.Module):
     :meth:`adapt_weight` maps the rows of a weight matrix, ``W' = W·linear_equivalent().T``;
     ``parameter_counts["total"]`` equals the number of parameters.
 
-    ``margin``: ``"dtype"`` (``sqrt(finfo.eps)``, :mod:`hyro_edu.numerics`) or ``"official"``
-    (``1e-3``, the official code's cap ``(1 - 1e-3)/sqrt(c)``), see :func:`hyro_map`.
+    ``margin``: ``"official"`` (the released map with its constants, including the cap
+    ``(1 - 1e-3)/sqrt(c)``) or ``"dtype"`` (this package's cleaner variant, ``sqrt(finfo.eps)``
+    margins, :mod:`hyro_edu.numerics`); see the module docstring and :func:`hyro_map`.
 
     Shapes: ``x (..., dim)`` -> ``(..., dim)``; ``dim`` must be divisible by both block sizes that
     are used.  HyRo (CVPR 2026): block sizes 128 (S) and 256 (R), ``c = 1`` (text) and ``0.01``
-    (vision) in the code, ``c = 0.01`` in the paper.
+    (vision) in the code, ``c = 0.01`` in the paper (per its third-party summary).
     """
 
     def __init__(

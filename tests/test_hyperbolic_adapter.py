@@ -154,12 +154,19 @@ def test_rotation_after_scaling_is_the_composition_of_the_two_modes(c, dtype, ge
 @pytest.mark.parametrize("margin", H.MARGINS)
 @pytest.mark.parametrize("c", [1.0, 0.01])
 def test_clipping_follows_the_closed_form(margin, c, dtype, gen):
-    """x' = R z·min(1, t_δ/‖z‖), z = S x·min(1, t_e/‖x‖); t_e: exp0's own (dtype) projection."""
+    """x' = R z·min(1, t_δ/‖z‖), z = S x·min(1, t_e/‖x‖).
+
+    t_e: where exp0's output saturates -- the package's dtype projection of exp0 (``"dtype"``), or
+    the official code's artanh clamp at 1 - 1e-5, which acts like a projection at
+    artanh(1 - 1e-5)/sqrt(c) = 6.10/sqrt(c) (``"official"``: no projection after exp0)."""
     a = random_adapter(D, c, dtype, gen, margin=margin, spread=0.2)
     with torch.no_grad():  # S shrinks the first half of the coordinates and expands the second
         a.scale.mul_(torch.tensor([0.6, 0.6, 2.0, 2.0], dtype=dtype).view(4, 1, 1))
     t_m = H.clip_threshold(c, margin=margin, dtype=dtype)
-    t_e = H.clip_threshold(c, margin="dtype", dtype=dtype)
+    if margin == "official":
+        t_e = math.atanh(1 - 1e-5) / math.sqrt(c)
+    else:
+        t_e = H.clip_threshold(c, margin="dtype", dtype=dtype)
     norms = torch.logspace(math.log10(0.1 * t_m), math.log10(4 * t_e), 400, dtype=dtype)
     u = directions(400, D, dtype, gen)
     u[::2, D // 2 :] = 0  # every other row lies in the shrunk half
@@ -394,3 +401,45 @@ def test_bad_input_raises_value_error_naming_the_argument():
         H.block_mobius_matvec(torch.eye(3).expand(2, 3, 3), x, c=1.0)
     with pytest.raises(ValueError, match="scale_block must divide"):
         H.parameter_counts(100)
+
+
+def test_the_official_margin_reproduces_the_released_map_in_the_saturated_regime():
+    """Audit D4: text tower (c = 1), a row of norm 6, S = I/2.  The released map has no projection
+    after exp0 (only its artanh clamp at 1 - 1e-5, i.e. 6.10), so log0(S ⊗ exp0(w)) = S w: norm 3.0
+    and the gradient of the linear map.  The package's cleaner variant ("dtype") projects exp0(w)
+    onto float32's sqrt(eps) margin first, which caps ‖w‖ at 4.33: norm 2.17."""
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(1, 128, generator=g)
+    w = 6.0 * w / w.norm()
+    seed = torch.randn(1, 128, generator=g)  # a random upstream gradient
+    results = {}
+    for margin in H.MARGINS:
+        a = H.HyperbolicAdapter(128, c=1.0, scale_block=128, rotation=False, margin=margin)
+        with torch.no_grad():
+            a.scale.mul_(0.5)
+        out = a(w)
+        (out * seed).sum().backward()
+        results[margin] = (out.detach(), a.scale.grad[0].clone())
+    linear_grad = seed.T @ w  # d/dS of <seed, S w> for the linear map S w
+    out, grad = results["official"]
+    assert abs(out.norm().item() - 3.0) < 3e-3 * 3.0
+    torch.testing.assert_close(out, 0.5 * w, rtol=0, atol=3e-3)
+    rel = (grad - linear_grad).norm() / linear_grad.norm()
+    assert rel < 3e-2  # float32 rounding of tanh(6) = 1 - 1.2e-5 in the artanh's derivative
+    out_d, grad_d = results["dtype"]
+    assert abs(out_d.norm().item() - 0.5 * H.clip_threshold(1.0, margin="dtype")) < 1e-3
+    assert (grad_d - linear_grad).norm() / linear_grad.norm() > 0.2
+
+
+def test_the_official_artanh_passes_gradient_where_it_clamps():
+    """Beyond artanh(1 - 1e-5)/sqrt(c) the released artanh clamps but keeps its backward 1/(1 - z²)
+    at the clamped z: the gradient w.r.t. S stays finite and non-zero (a plain clamp would give 0)."""
+    w = torch.zeros(1, 128)
+    w[0, 0] = 8.0  # beyond 6.10
+    a = H.HyperbolicAdapter(128, c=1.0, scale_block=128, rotation=False, margin="official")
+    with torch.no_grad():
+        a.scale.mul_(0.5)
+    out = a(w)
+    assert abs(out.norm().item() - 0.5 * math.atanh(1 - 1e-5)) < 1e-2
+    out.sum().backward()
+    assert torch.isfinite(a.scale.grad).all() and a.scale.grad.abs().max() > 0
