@@ -7,6 +7,7 @@ Entry point (from the repository root)::
 Modules: :mod:`.download` (resumable, checksummed HTTP downloads), :mod:`.archives` (extraction
 that refuses truncated or unsafe archives), :mod:`.common` (what every preparation shares),
 one module per dataset family (:mod:`.coco_stuff`, :mod:`.ade20k`, :mod:`.pascal_context`,
-:mod:`.voc`), :mod:`.prepare` (the command line) and :mod:`.fixtures` (miniature raw datasets in
+:mod:`.voc`), :mod:`.vocabularies` (CAT-Seg's evaluation name lists, pinned and checksummed),
+:mod:`.prepare` (the command line) and :mod:`.fixtures` (miniature raw datasets in
 the real on-disk formats, for tests and for trying the pipeline without downloading).
 """

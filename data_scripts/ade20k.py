@@ -15,6 +15,9 @@ preparation time from MaskFormer's ``datasets/prepare_ade20k_full_sem_seg.py`` (
 never executed). Resampling: bilinear as OpenCV's ``INTER_LINEAR`` (half-pixel centres, no
 antialiasing; values may differ from OpenCV's fixed-point result by one grey level), nearest as
 OpenCV's ``INTER_NEAREST`` (source index ``floor(i * in / out)``).
+
+The vocabularies given to the model are CAT-Seg's ``datasets/ade150.json`` (the first synonym of
+each class) and ``datasets/ade847.json`` (the synonym lists), :mod:`data_scripts.vocabularies`.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from .common import (
     ConversionResult, Context, FormatError, Preparer, lookup_table, parallel_map, rel, save_jpeg, save_label,
 )
 from .download import Download
+from .vocabularies import VOCABULARIES, read_vocabulary
 
 __all__ = [
     "ADE150",
@@ -122,7 +126,7 @@ class ADE150(Preparer):
     key = "ade20k_150"
 
     def downloads(self, ctx):
-        return [ADE_CHALLENGE, OBJECT_INFO]
+        return [ADE_CHALLENGE, OBJECT_INFO, VOCABULARIES[self.key][0]]
 
     def convert(self, ctx: Context) -> ConversionResult:
         base = ctx.raw / "ADEChallengeData2016"
@@ -142,10 +146,11 @@ class ADE150(Preparer):
         parallel_map(_convert_150, jobs, ctx, "ade20k_150 val")
         info = base / "objectInfo150.txt"
         names = read_object_info(info if info.is_file() else ctx.file(OBJECT_INFO))
+        vocabulary, vocabulary_sources = read_vocabulary(self.key, ctx)
         return ConversionResult(
-            {"val": pairs}, names,
+            {"val": pairs}, names, eval_class_names=vocabulary,
             sources={"class_names": "ADEChallengeData2016 objectInfo150.txt",
-                     "mapping": "CAT-Seg datasets/prepare_ade20k_150.py"},
+                     "mapping": "CAT-Seg datasets/prepare_ade20k_150.py", **vocabulary_sources},
         )
 
 
@@ -268,7 +273,7 @@ class ADE847(Preparer):
     key = "ade20k_847"
 
     def downloads(self, ctx):
-        return [ADE_FULL, ADE847_CATEGORIES]
+        return [ADE_FULL, ADE847_CATEGORIES, VOCABULARIES[self.key][0]]
 
     def _validation_images(self, ctx: Context) -> list[Path]:
         base = ctx.raw / "ADE20K_2021_17_01"
@@ -303,8 +308,10 @@ class ADE847(Preparer):
                 jobs.append((str(image), str(seg), str(image_out), str(label_out), lut_items))
             pairs.append((rel(image_out, ctx), rel(label_out, ctx)))
         parallel_map(_convert_847, jobs, ctx, "ade20k_847 val")
+        vocabulary, vocabulary_sources = read_vocabulary(self.key, ctx)
         return ConversionResult(
-            {"val": pairs}, [c["name"] for c in cats],
-            sources={"class_names": "MaskFormer datasets/prepare_ade20k_full_sem_seg.py (847-class list)",
-                     "mapping": "MaskFormer/CAT-Seg prepare_ade20k_full.py"},
+            {"val": pairs}, [c["name"] for c in cats], eval_class_names=vocabulary,
+            sources={"class_names": "MaskFormer datasets/prepare_ade20k_full_sem_seg.py "
+                                    "(847-class list)",
+                     "mapping": "MaskFormer/CAT-Seg prepare_ade20k_full.py", **vocabulary_sources},
         )

@@ -8,7 +8,8 @@ Eleven thing ids have no segmentation annotations and never occur: 11, 25, 28, 2
 increasing order, to 0-170 and everything else to 255; so do we.
 
 Class names come from the dataset's ``labels.txt`` (``index: name`` with 1-indexed ids, 0 =
-unlabeled): pixel value ``v`` is label ``v + 1`` there.
+unlabeled): pixel value ``v`` is label ``v + 1`` there. The vocabulary given to the model, for
+training as for evaluation, is CAT-Seg's ``datasets/coco.json`` (:mod:`data_scripts.vocabularies`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .common import (
     save_label,
 )
 from .download import Download
+from .vocabularies import VOCABULARIES, read_vocabulary
 
 __all__ = ["UNUSED_IDS", "COCO_STUFF_IDS", "TRAIN_IDS", "CocoStuff", "LABELS", "STUFFTHINGMAPS", "IMAGES"]
 
@@ -92,7 +94,8 @@ class CocoStuff(Preparer):
         return tuple(ctx.coco_stuff_splits)
 
     def downloads(self, ctx: Context):
-        return [IMAGES[s] for s in self.splits(ctx)] + [STUFFTHINGMAPS, LABELS]
+        return [IMAGES[s] for s in self.splits(ctx)] + [STUFFTHINGMAPS, LABELS,
+                                                        VOCABULARIES[self.key][0]]
 
     def convert(self, ctx: Context) -> ConversionResult:
         base = ctx.raw / "coco-stuff"
@@ -113,8 +116,11 @@ class CocoStuff(Preparer):
                 pairs.append((rel(image, ctx), rel(dst, ctx)))
             parallel_map(_convert_one, jobs, ctx, f"coco_stuff {split}")
             manifest[split] = pairs
+        vocabulary, vocabulary_sources = read_vocabulary(self.key, ctx)
         return ConversionResult(
             manifest=manifest,
             class_names=class_names_from_labels(ctx.file(LABELS)),
-            sources={"class_names": "COCO-Stuff labels.txt", "mapping": "CAT-Seg datasets/prepare_coco_stuff.py"},
+            eval_class_names=vocabulary,
+            sources={"class_names": "COCO-Stuff labels.txt",
+                     "mapping": "CAT-Seg datasets/prepare_coco_stuff.py", **vocabulary_sources},
         )

@@ -156,11 +156,12 @@ def ensure_downloads(downloads: Iterable[Download], ctx: Context) -> None:
         extracted = d.extract_to is not None and is_extracted(d.filename, ctx.raw / d.extract_to)
         if extracted and not path.is_file():
             continue  # unpacked earlier; the archive may have been deleted to save space
-        md5 = d.md5 if ctx.verify_checksums else None
-        sha256 = d.sha256 if ctx.verify_checksums else None
+        sums = dict(md5=d.md5, sha256=d.sha256, names_sha256=d.names_sha256)
+        if not ctx.verify_checksums:
+            sums = {}
         if path.is_file():
             try:
-                verify(path, md5=md5, sha256=sha256)
+                verify(path, **sums)
             except DownloadError as exc:
                 raise DownloadError(f"{exc}. Delete {path} and run again to download it anew.") from None
         elif d.is_manual or (not ctx.download and not ctx.mirror):
@@ -172,12 +173,12 @@ def ensure_downloads(downloads: Iterable[Download], ctx: Context) -> None:
             if not ctx.mirror:
                 raise ManualStepRequired(message)
             try:
-                fetch_any(_urls(d, ctx), path, md5=md5, sha256=sha256, progress=ctx.progress)
+                fetch_any(_urls(d, ctx), path, progress=ctx.progress, **sums)
             except DownloadError as exc:
                 raise ManualStepRequired(f"{message}\n(the mirror does not have it either: {exc})") from None
         else:
             ctx.log(f"downloading {d.filename}" + (f" ({d.size_note})" if d.size_note else ""))
-            fetch_any(_urls(d, ctx), path, md5=md5, sha256=sha256, progress=ctx.progress)
+            fetch_any(_urls(d, ctx), path, progress=ctx.progress, **sums)
         if d.extract_to is not None and not extracted:
             ctx.log(f"unpacking {d.filename} into raw/{d.extract_to}")
             extract(path, ctx.raw / d.extract_to)

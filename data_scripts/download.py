@@ -7,6 +7,13 @@ MD5/SHA-256 checksum when one is known, and only then renames ``.part`` to ``des
 file system). A file named ``dest`` is therefore always complete; an interrupted download leaves a
 ``.part`` that the next call continues.
 
+Name lists (CAT-Seg's ``datasets/*.json`` vocabularies) are checked by the SHA-256 of their
+*canonical* content rather than of their bytes (:func:`names_digest`): the JSON list of strings
+is parsed and serialised again as ``json.dumps(names, ensure_ascii=False, separators=(",", ":"))``
+in UTF-8, so whitespace between the entries, indentation and a final newline do not matter, while
+every character inside a name (a trailing space included) and the order of the names do. The
+expected values were computed from the files' text as stored at the pinned commit.
+
 :class:`Download` describes one file a preparation needs: where to fetch it (mirrors tried in
 order), what it should hash to, or, for archives that need a registration, the manual steps and
 the expected file name.
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import re
 import socket
@@ -33,6 +41,8 @@ __all__ = [
     "fetch",
     "fetch_any",
     "file_digest",
+    "names_digest",
+    "canonical_names",
     "verify",
     "probe_size",
     "human_size",
@@ -59,16 +69,18 @@ class Download:
     """One file a preparation needs, in ``<root>/downloads/<filename>``.
 
     ``urls`` are tried in order (empty: manual download, see ``manual``). ``md5``/``sha256`` are
-    checked when given. ``extract_to`` (relative to ``<root>/raw``) marks an archive to unpack
-    there. ``satisfied_by`` lists paths relative to ``<root>`` whose existence makes the file
-    unnecessary (for example an archive the user already unpacked by hand). ``size_note`` is a
-    human-readable size with its source, shown by ``--dry-run``.
+    checked when given; ``names_sha256`` marks a JSON list of names and is the SHA-256 of its
+    canonical form (:func:`names_digest`). ``extract_to`` (relative to ``<root>/raw``) marks an
+    archive to unpack there. ``satisfied_by`` lists paths relative to ``<root>`` whose existence
+    makes the file unnecessary (for example an archive the user already unpacked by hand).
+    ``size_note`` is a human-readable size with its source, shown by ``--dry-run``.
     """
 
     filename: str
     urls: tuple[str, ...] = ()
     md5: Optional[str] = None
     sha256: Optional[str] = None
+    names_sha256: Optional[str] = None
     extract_to: Optional[str] = None
     satisfied_by: tuple[str, ...] = ()
     size_note: str = ""
@@ -102,13 +114,49 @@ def file_digest(path, algorithm: str = "md5", *, chunk_size: int = CHUNK) -> str
     return h.hexdigest()
 
 
-def verify(path, *, md5: Optional[str] = None, sha256: Optional[str] = None) -> None:
-    """Raise :class:`DownloadError` unless ``path`` has the given checksums (those that are not None)."""
+def canonical_names(names) -> str:
+    """The canonical text of a name list: compact JSON, non-ASCII kept (module docstring)."""
+    return json.dumps(list(names), ensure_ascii=False, separators=(",", ":"))
+
+
+def names_digest(path) -> str:
+    """SHA-256 (hex) of the canonical form of the JSON list of strings in ``path``.
+
+    Raises :class:`DownloadError` if the file is not UTF-8 JSON holding a list of strings.
+    """
+    try:
+        names = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DownloadError(f"{path} is not a readable UTF-8 JSON file ({exc})") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise DownloadError(f"{path} must hold a JSON list of class names (strings)")
+    return hashlib.sha256(canonical_names(names).encode("utf-8")).hexdigest()
+
+
+def verify(
+    path,
+    *,
+    md5: Optional[str] = None,
+    sha256: Optional[str] = None,
+    names_sha256: Optional[str] = None,
+) -> None:
+    """Raise :class:`DownloadError` unless ``path`` has the given checksums (those not None).
+
+    ``md5`` and ``sha256`` are digests of the bytes; ``names_sha256`` is the digest of the
+    canonical name list (:func:`names_digest`).
+    """
     for algorithm, expected in (("md5", md5), ("sha256", sha256)):
         if expected:
             actual = file_digest(path, algorithm)
             if actual.lower() != expected.lower():
                 raise DownloadError(f"{path} has {algorithm} {actual}, expected {expected}")
+    if names_sha256:
+        actual = names_digest(path)
+        if actual.lower() != names_sha256.lower():
+            raise DownloadError(
+                f"{path} lists other class names than expected: canonical sha256 {actual}, "
+                f"expected {names_sha256}"
+            )
 
 
 class _Progress:
@@ -157,6 +205,7 @@ def fetch(
     *,
     md5: Optional[str] = None,
     sha256: Optional[str] = None,
+    names_sha256: Optional[str] = None,
     progress: bool = True,
     timeout: float = 60.0,
     chunk_size: int = CHUNK,
@@ -168,8 +217,9 @@ def fetch(
     so calling again starts over), or on HTTP errors. If ``dest`` exists it is only verified.
     """
     dest = Path(dest)
+    sums = dict(md5=md5, sha256=sha256, names_sha256=names_sha256)
     if dest.exists():
-        verify(dest, md5=md5, sha256=sha256)
+        verify(dest, **sums)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -179,7 +229,7 @@ def fetch(
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and start:
             # The range starts at or past the end: the .part already holds the whole file.
-            return _finish(part, dest, md5, sha256, None)
+            return _finish(part, dest, sums, None)
         raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise DownloadError(f"{url}: {exc}") from None
@@ -223,16 +273,16 @@ def fetch(
             f"{url}: interrupted after {human_size(written)} of {human_size(total)}; run the same command again "
             f"to resume from {part}"
         )
-    return _finish(part, dest, md5, sha256, total)
+    return _finish(part, dest, sums, total)
 
 
-def _finish(part: Path, dest: Path, md5, sha256, total) -> Path:
+def _finish(part: Path, dest: Path, sums: dict, total) -> Path:
     size = part.stat().st_size
     if total is not None and size != total:
         part.unlink()
         raise DownloadError(f"{dest.name}: got {size} bytes, the server announced {total}; deleted, run again")
     try:
-        verify(part, md5=md5, sha256=sha256)
+        verify(part, **sums)
     except DownloadError as exc:
         part.unlink()
         raise DownloadError(f"{exc}; the download was deleted, run the same command again to fetch it anew") from None

@@ -6,8 +6,13 @@ id gaps, ADEChallenge labels, ADE20K-full ``*_seg.png`` with the R/G class encod
 ``index_ade20k.pkl``, a PASCAL-in-Detail JSON with compressed RLE masks, PASCAL-Context ``.mat``
 label maps, VOC ``SegmentationClassAug`` palette PNGs and the devkit lists. Class names are
 synthetic ("fixture-...") so that a test can tell names read from metadata from names written in
-code. Each label uses hand-picked raw values whose converted values are listed in ``expected``
-(worked examples of the official mappings, not computed by the preparation code).
+code. CAT-Seg's vocabulary files (``coco.json``, ``ade150.json``, ``ade847.json``,
+``pc59.json``, ``pc459.json``, ``voc20.json``, ``voc20b.json``) are JSON lists in the real format
+whose synthetic names differ from the metadata names where the real ones do (PC-59's "table" is
+"diningtable" in ``pc59.json``; ADE20K-150 keeps only first synonyms, one with a trailing space)
+and elsewhere, so a test can tell which source the preparation used. Each label uses hand-picked
+raw values whose converted values are listed in ``expected`` (worked examples of the official
+mappings, not computed by the preparation code).
 
 Try the pipeline without downloading anything::
 
@@ -29,22 +34,34 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["FixtureSet", "build_sources", "PC59_EXAMPLES"]
+__all__ = ["FixtureSet", "build_sources", "PC59_EXAMPLES", "PC59_RENAMED_ID"]
 
 #: PASCAL-Context id -> PC-59 trainId, worked examples of CAT-Seg's mapping (sorted 60-id list, minus 1).
 PC59_EXAMPLES = {0: 255, 2: 0, 9: 1, 458: 58, 3: 255}
+#: The PASCAL-Context id named "table" in the metadata and "diningtable" in ``pc59.json``.
+PC59_RENAMED_ID = 397
 
 
 @dataclass
 class FixtureSet:
     """``files``: download file name -> path; ``expected[benchmark][stem]``: the converted label;
-    ``class_names`` / ``eval_class_names``: what the preparation must read from the metadata."""
+    ``class_names``: what the preparation must read from the metadata; ``eval_class_names``: what
+    it must read from the vocabulary JSON; ``vocabularies``: JSON file name -> its names."""
 
     files: dict = field(default_factory=dict)
     expected: dict = field(default_factory=dict)
     class_names: dict = field(default_factory=dict)
     eval_class_names: dict = field(default_factory=dict)
+    vocabularies: dict = field(default_factory=dict)
     image_sizes: dict = field(default_factory=dict)
+
+
+def _vocabulary(dest: Path, fs: FixtureSet, key: str, filename: str, names: list) -> None:
+    """Write a CAT-Seg style vocabulary file (one-line JSON list, final newline)."""
+    (dest / filename).write_text(json.dumps(names) + "\n", encoding="utf-8")
+    fs.files[filename] = dest / filename
+    fs.vocabularies[filename] = list(names)
+    fs.eval_class_names[key] = list(names)
 
 
 def _png(array: np.ndarray, palette: bool = False) -> bytes:
@@ -108,6 +125,8 @@ def _coco(dest: Path, rng, fs: FixtureSet) -> None:
     fs.files["cocostuff_labels.txt"] = dest / "cocostuff_labels.txt"
     unused = {11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90}
     fs.class_names["coco_stuff"] = [f"fixture-coco-{v + 1}" for v in range(182) if v not in unused]
+    coco = [f"fixture-coco-json-{k}" for k in range(171)]
+    _vocabulary(dest, fs, "coco_stuff", "coco.json", coco)
 
 
 def _ade150(dest: Path, rng, fs: FixtureSet) -> None:
@@ -129,6 +148,9 @@ def _ade150(dest: Path, rng, fs: FixtureSet) -> None:
     members[f"{base}/objectInfo150.txt"] = ("\n".join(rows) + "\n").encode()
     fs.files["ADEChallengeData2016.zip"] = _zip(dest / "ADEChallengeData2016.zip", members)
     fs.class_names["ade20k_150"] = [f"fixture-ade-{i}, synonym {i}" for i in range(1, 151)]
+    # the real ade150.json keeps the first synonyms and spells class 8 "bed " (trailing space)
+    firsts = [f"fixture-ade-{i}" + (" " if i == 8 else "") for i in range(1, 151)]
+    _vocabulary(dest, fs, "ade20k_150", "ade150.json", firsts)
 
 
 def _seg_png(classes: np.ndarray, rng) -> bytes:
@@ -148,6 +170,8 @@ def _ade847(dest: Path, rng, fs: FixtureSet) -> None:
     (dest / "maskformer_prepare_ade20k_full_sem_seg.py").write_text(script, encoding="utf-8")
     fs.files["maskformer_prepare_ade20k_full_sem_seg.py"] = dest / "maskformer_prepare_ade20k_full_sem_seg.py"
     fs.class_names["ade20k_847"] = [c["name"] for c in cats]
+    _vocabulary(dest, fs, "ade20k_847", "ade847.json",
+                [f"fixture-full-{i}, json synonym, another" for i in range(847)])
 
     def train_id(c):
         return (c - 7) // 3 if c >= 7 and (c - 7) % 3 == 0 and (c - 7) // 3 < 847 else 65535
@@ -208,7 +232,9 @@ def _pascal_context(dest: Path, rng, fs: FixtureSet) -> None:
                           "segmentation": rle_encode(mask)})
         fs.expected["pascal_context_59"][stem] = np.vectorize(PC59_EXAMPLES.get)(ids).astype(np.uint8)
     fs.expected["pascal_context_59"].pop("2008_000004")
-    categories = [{"category_id": k, "name": f"fixture-context-{k}", "supercategory": "x"} for k in range(1, 460)]
+    categories = [{"category_id": k, "name": f"fixture-context-{k}", "supercategory": "x"}
+                  for k in range(1, 460)]
+    categories[PC59_RENAMED_ID - 1]["name"] = "fixture-table"
     merged = {"info": {}, "images": images, "annos_segmentation": annos, "categories": categories}
     (dest / "trainval_merged.json").write_text(json.dumps(merged), encoding="utf-8")
     fs.files["trainval_merged.json"] = dest / "trainval_merged.json"
@@ -216,7 +242,11 @@ def _pascal_context(dest: Path, rng, fs: FixtureSet) -> None:
                          162, 420, 454, 295, 296, 427, 44, 45, 46, 308, 59, 440, 445, 31, 232, 65, 354, 424, 68,
                          326, 72, 458, 34, 207, 80, 355, 85, 347, 220, 349, 360, 98, 187, 104, 105, 366, 189, 368,
                          113, 115))
-    fs.class_names["pascal_context_59"] = [f"fixture-context-{k}" for k in sorted_ids[1:]]
+    fs.class_names["pascal_context_59"] = [categories[k - 1]["name"] for k in sorted_ids[1:]]
+    # pc59.json follows the same order; only the name of id 397 differs (as in the real files)
+    pc59 = ["fixture-diningtable" if k == PC59_RENAMED_ID else categories[k - 1]["name"]
+            for k in sorted_ids[1:]]
+    _vocabulary(dest, fs, "pascal_context_59", "pc59.json", pc59)
     # PC-459: LabelMap 1..459 -> minus 1; 2008_000003 has no .mat and is skipped.
     label_map = _tile(rng.permutation([1, 2, 100, 459]), 12, 16).astype(np.uint16)
     buf = io.BytesIO()
@@ -227,6 +257,8 @@ def _pascal_context(dest: Path, rng, fs: FixtureSet) -> None:
     )
     fs.expected["pascal_context_459"] = {"2008_000002": (label_map.astype(np.int64) - 1).astype(np.uint16)}
     fs.class_names["pascal_context_459"] = [f"fixture-pc-{k}" for k in range(1, 460)]
+    _vocabulary(dest, fs, "pascal_context_459", "pc459.json",
+                ["fixture-pc-json-1"] + [f"fixture-pc-{k}" for k in range(2, 460)])
     (dest / "pascalcontext_val.txt").write_text("2008_000002\n2008_000003\n", encoding="utf-8")
     fs.files["pascalcontext_val.txt"] = dest / "pascalcontext_val.txt"
 
@@ -252,10 +284,9 @@ def _voc(dest: Path, rng, fs: FixtureSet) -> None:
     fs.files["VOCtrainval_11-May-2012.tar"] = _tar(dest / "VOCtrainval_11-May-2012.tar", members)
     fs.files["SegmentationClassAug.zip"] = _zip(dest / "SegmentationClassAug.zip", aug)
     vocab = names + [f"fixture-bg-{k:02d}" for k in range(1, 40)]
-    (dest / "voc20b.json").write_text(json.dumps(vocab), encoding="utf-8")
-    fs.files["voc20b.json"] = dest / "voc20b.json"
+    _vocabulary(dest, fs, "voc20", "voc20.json", names)  # the real voc20.json = the devkit names
+    _vocabulary(dest, fs, "voc20b", "voc20b.json", vocab)
     fs.class_names["voc20"], fs.class_names["voc20b"] = names, names + ["background"]
-    fs.eval_class_names["voc20b"] = vocab
 
 
 _BUILDERS = {

@@ -13,6 +13,10 @@ is implemented here (:func:`rle_decode`), so pycocotools is not needed.
 ``prepare_pascal_context_459.py`` converts the val images listed in its ``pascalcontext_val.txt``
 (5,104 in the maintainers' log) to ``LabelMap - 1`` saved as 16-bit TIFF; the benchmark's ignore
 value 459 never occurs. Reading ``.mat`` files needs SciPy.
+
+The vocabularies given to the model are CAT-Seg's ``datasets/pc59.json`` and
+``datasets/pc459.json`` (:mod:`data_scripts.vocabularies`), not the names above: ``pc59.json``
+calls the class of id 397 "diningtable", which ``labels.txt`` calls "table".
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from .common import (
     save_label,
 )
 from .download import Download
+from .vocabularies import VOCABULARIES, read_vocabulary
 
 __all__ = [
     "PC59",
@@ -192,7 +197,7 @@ class PC59(Preparer):
     key = "pascal_context_59"
 
     def downloads(self, ctx):
-        return [VOC2010, MERGED_JSON]
+        return [VOC2010, MERGED_JSON, VOCABULARIES[self.key][0]]
 
     def convert(self, ctx: Context) -> ConversionResult:
         with open(ctx.file(MERGED_JSON), encoding="utf-8") as f:
@@ -223,10 +228,12 @@ class PC59(Preparer):
                 jobs.append((int(img["height"]), int(img["width"]), annotations.get(image_id, []), str(dst)))
             pairs.append((rel(image, ctx), rel(dst, ctx)))
         parallel_map(_convert_59, jobs, ctx, "pascal_context_59 val")
+        vocabulary, vocabulary_sources = read_vocabulary(self.key, ctx)
         return ConversionResult(
-            {"val": pairs}, [categories[k] for k in _SORTED[1:]],
+            {"val": pairs}, [categories[k] for k in _SORTED[1:]], eval_class_names=vocabulary,
             sources={"class_names": "trainval_merged.json categories",
-                     "mapping": "CAT-Seg datasets/prepare_pascal_context_59.py"},
+                     "mapping": "CAT-Seg datasets/prepare_pascal_context_59.py",
+                     **vocabulary_sources},
         )
 
 
@@ -267,7 +274,7 @@ class PC459(Preparer):
     key = "pascal_context_459"
 
     def downloads(self, ctx):
-        return [VOC2010, CONTEXT_MATS, VAL_LIST]
+        return [VOC2010, CONTEXT_MATS, VAL_LIST, VOCABULARIES[self.key][0]]
 
     def convert(self, ctx: Context) -> ConversionResult:
         _require_scipy()
@@ -293,8 +300,10 @@ class PC459(Preparer):
                 jobs.append((str(mat), str(dst)))
             pairs.append((rel(image, ctx), rel(dst, ctx)))
         parallel_map(_convert_459, jobs, ctx, "pascal_context_459 val")
+        vocabulary, vocabulary_sources = read_vocabulary(self.key, ctx)
         return ConversionResult(
-            {"val": pairs}, [index[i] for i in range(1, 460)],
+            {"val": pairs}, [index[i] for i in range(1, 460)], eval_class_names=vocabulary,
             sources={"class_names": "PASCAL-Context labels.txt",
-                     "mapping": "CAT-Seg datasets/prepare_pascal_context_459.py"},
+                     "mapping": "CAT-Seg datasets/prepare_pascal_context_459.py",
+                     **vocabulary_sources},
         )

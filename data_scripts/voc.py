@@ -8,19 +8,19 @@ palette PNGs with 0 = background, 1-20 the classes, 255 = object boundary), for 
 * VOC-20b: the same, but background 0 -> 20 (21 classes).
 
 Class names: the VOC devkit's class files ``ImageSets/Main/<class>_trainval.txt``, sorted (the
-devkit's class order, which is alphabetical, is the order of the label indices 1-20). VOC-20b is
-evaluated with CAT-Seg's 59-name vocabulary ``voc20b.json`` (the 20 VOC names, then 39
-PASCAL-Context names standing for background), read at preparation time.
+devkit's class order, which is alphabetical, is the order of the label indices 1-20). The model
+is given CAT-Seg's vocabularies (:mod:`data_scripts.vocabularies`): ``voc20.json`` for VOC-20, and
+for VOC-20b the 59 names of ``voc20b.json`` (the 20 VOC names, then 39 PASCAL-Context names
+standing for background), both read at preparation time.
 """
 from __future__ import annotations
-
-import json
 
 import numpy as np
 from PIL import Image
 
 from .common import ConversionResult, Context, FormatError, Preparer, lookup_table, parallel_map, rel, save_label
 from .download import Download
+from .vocabularies import VOCABULARIES, read_vocabulary
 
 __all__ = [
     "VOC20", "VOC20b", "VOC2012", "SEGMENTATION_CLASS_AUG", "VOC20B_VOCABULARY", "voc_lut", "read_voc_class_names",
@@ -42,15 +42,8 @@ SEGMENTATION_CLASS_AUG = Download(
     extract_to="VOCdevkit/VOC2012",
     description="SBD-augmented VOC masks (DeepLab's Dropbox link, as in CAT-Seg's README)",
 )
-VOC20B_VOCABULARY = Download(
-    "voc20b.json",
-    (
-        "https://raw.githubusercontent.com/cvlab-kaist/CAT-Seg/dc295eeb751821dfdbe49fc19285d588c8a5b71f/datasets/voc20b.json",
-        "https://raw.githubusercontent.com/cvlab-kaist/CAT-Seg/main/datasets/voc20b.json",
-    ),
-    size_note="1 KB",
-    description="CAT-Seg's PAS-20b evaluation vocabulary (59 names)",
-)
+#: CAT-Seg's PAS-20b vocabulary (59 names); kept under this name for existing imports.
+VOC20B_VOCABULARY = VOCABULARIES["voc20b"][0]
 
 
 def voc_lut(background: int) -> np.ndarray:
@@ -88,7 +81,7 @@ class VOC20(Preparer):
     background = 255
 
     def downloads(self, ctx):
-        return [VOC2012, SEGMENTATION_CLASS_AUG]
+        return [VOC2012, SEGMENTATION_CLASS_AUG, VOCABULARIES[self.key][0]]
 
     def _pairs(self, ctx: Context):
         voc = ctx.raw / "VOCdevkit" / "VOC2012"
@@ -97,16 +90,18 @@ class VOC20(Preparer):
             raise FormatError(f"{val_list} is missing: is {VOC2012.filename} complete?")
         ids = [line.strip() for line in val_list.read_text(encoding="utf-8").splitlines() if line.strip()]
         out = ctx.out(self.key) / "labels" / "val"
-        jobs = []
+        jobs, todo = [], []
         for stem in ids:
             src = voc / "SegmentationClassAug" / f"{stem}.png"
             if not src.is_file():
                 raise FormatError(f"{src} is missing: is {SEGMENTATION_CLASS_AUG.filename} complete?")
-            jobs.append((str(src), str(out / f"{stem}.png"), self.background))
-        kept = parallel_map(_convert, jobs, ctx, f"{self.key} val")
+            if not (out / f"{stem}.png").is_file():  # a rerun keeps the labels already written
+                jobs.append((str(src), str(out / f"{stem}.png"), self.background))
+                todo.append(stem)
+        converted = dict(zip(todo, parallel_map(_convert, jobs, ctx, f"{self.key} val")))
         pairs = []
-        for stem, keep in zip(ids, kept):
-            if keep:
+        for stem in ids:
+            if converted.get(stem, True):  # False: an all-ignore label, which is not written
                 image = voc / "JPEGImages" / f"{stem}.jpg"
                 if not image.is_file():
                     raise FormatError(f"{image} is missing: is {VOC2012.filename} complete?")
@@ -115,10 +110,11 @@ class VOC20(Preparer):
 
     def convert(self, ctx: Context) -> ConversionResult:
         voc, pairs = self._pairs(ctx)
+        vocabulary, vocabulary_sources = read_vocabulary(self.key, ctx)
         return ConversionResult(
-            {"val": pairs}, read_voc_class_names(voc),
+            {"val": pairs}, read_voc_class_names(voc), eval_class_names=vocabulary,
             sources={"class_names": "VOC2012 ImageSets/Main/<class>_trainval.txt",
-                     "mapping": "CAT-Seg datasets/prepare_voc.py"},
+                     "mapping": "CAT-Seg datasets/prepare_voc.py", **vocabulary_sources},
         )
 
 
@@ -126,20 +122,18 @@ class VOC20b(VOC20):
     key = "voc20b"
     background = 20
 
-    def downloads(self, ctx):
-        return [VOC2012, SEGMENTATION_CLASS_AUG, VOC20B_VOCABULARY]
-
     def convert(self, ctx: Context) -> ConversionResult:
         voc, pairs = self._pairs(ctx)
         names = read_voc_class_names(voc)
-        vocab = json.loads(ctx.file(VOC20B_VOCABULARY).read_text(encoding="utf-8"))
-        if not isinstance(vocab, list) or len(vocab) != 59 or [str(v) for v in vocab[:20]] != names:
+        vocab, vocabulary_sources = read_vocabulary(self.key, ctx)
+        if vocab[:20] != names:
             raise FormatError(
-                f"{VOC20B_VOCABULARY.filename} must list 59 names starting with the 20 VOC classes {names}"
+                f"{VOCABULARIES[self.key][0].filename} must list 59 names starting with the 20 "
+                f"VOC classes {names}"
             )
         return ConversionResult(
-            {"val": pairs}, names + ["background"], eval_class_names=[str(v) for v in vocab],
-            sources={"class_names": "VOC2012 ImageSets/Main/<class>_trainval.txt, plus 'background' (label 20)",
-                     "eval_class_names": "CAT-Seg datasets/voc20b.json",
-                     "mapping": "CAT-Seg datasets/prepare_voc.py"},
+            {"val": pairs}, names + ["background"], eval_class_names=vocab,
+            sources={"class_names": "VOC2012 ImageSets/Main/<class>_trainval.txt, "
+                                    "plus 'background' (label 20)",
+                     "mapping": "CAT-Seg datasets/prepare_voc.py", **vocabulary_sources},
         )

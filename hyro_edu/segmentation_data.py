@@ -8,7 +8,7 @@ HyperCLIP, HyRo and H-CLIP) and writes, for each benchmark, under the data root
     <root>/<benchmark>/
         labels/<split>/<stem>.png|.tif   converted label maps (the official encodings)
         images/<split>/<stem>.jpg        only where the official preparation rewrites images (ADE-847)
-        classes.json                     class names, read from the dataset's own metadata files
+        classes.json                     class names (metadata), the model's vocabulary (CAT-Seg)
         manifest.json                    per split: [image path, label path] relative to <root>
         .prepared.json                   completion marker, written last
 
@@ -28,12 +28,20 @@ benchmark (key)        classes     ignore   label file    label encoding of the 
 ``voc20b``             21          255      uint8 PNG     as voc20 but background 0 -> 20
 =====================  ==========  =======  ============  =============================================
 
-Class names are never hard-coded here: the preparation reads them from each dataset's metadata
-(COCO-Stuff ``labels.txt``, ADE20K ``objectInfo150.txt``, the ADE20K-full 847-class list, the
-PASCAL-Context ``trainval_merged.json`` categories and ``labels.txt``, the VOC devkit class
-files) and the loader reads them back from ``classes.json``. PAS-20b is evaluated with a
-59-name vocabulary (the 20 VOC classes, then 39 PASCAL-Context classes standing for
-"background"); its predictions >= 20 are collapsed into background
+Class names are never hard-coded here. ``classes.json`` holds two lists:
+
+* ``class_names``, in label order, read from each dataset's metadata (COCO-Stuff ``labels.txt``,
+  ADE20K ``objectInfo150.txt``, the ADE20K-full 847-class list, the PASCAL-Context
+  ``trainval_merged.json`` categories and ``labels.txt``, the VOC devkit class files);
+* ``eval_class_names``, the vocabulary given to the model: CAT-Seg's name lists
+  ``datasets/{coco,ade150,ade847,pc59,pc459,voc20,voc20b}.json``, which the official training
+  (``coco.json``) and evaluation (``eval.sh``) use. The preparation downloads them from a pinned
+  commit and checks their canonical SHA-256 (``data_scripts.vocabularies``); ``sources`` records
+  the file and the checksum. They differ from the metadata names in places: PC-59 says
+  "diningtable" where PASCAL-Context says "table", ADE20K-150 keeps only first synonyms.
+
+PAS-20b is evaluated with a 59-name vocabulary (the 20 VOC classes, then 39 PASCAL-Context
+classes standing for "background"); its predictions >= 20 are collapsed into background
 (:func:`hyro_edu.segmentation_eval.collapse_background`).
 
 Reference: CAT-Seg (Cho et al., CVPR 2024) ``datasets/prepare_*.py`` and
@@ -74,7 +82,9 @@ __all__ = [
     "SegmentationBenchmark",
 ]
 
-LAYOUT_VERSION = 1
+#: 2: ``eval_class_names`` are CAT-Seg's vocabulary files (1: the metadata names). The labels did
+#: not change, so re-running the preparation command reuses them.
+LAYOUT_VERSION = 2
 MARKER_NAME = ".prepared.json"
 
 
@@ -167,10 +177,16 @@ def check_prepared(name: str, split: Optional[str] = None, root=None) -> dict:
         content = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise _not_prepared(name, root, f"unreadable completion marker: {exc}", split) from None
-    if content.get("layout_version") != LAYOUT_VERSION:
+    version = content.get("layout_version")
+    if version != LAYOUT_VERSION:
+        if version == 1:
+            how = ("version 1 used the metadata names as the vocabulary; run the command below "
+                   "again (the converted labels are reused, the vocabulary is downloaded)")
+        else:
+            how = "rerun with --force"
         raise _not_prepared(
-            name, root, f"prepared with layout version {content.get('layout_version')}, this code reads "
-            f"{LAYOUT_VERSION}; rerun with --force", split
+            name, root, f"prepared with layout version {version}, this code reads "
+            f"{LAYOUT_VERSION}; {how}", split
         )
     if split is not None and split not in content.get("splits", {}):
         raise _not_prepared(name, root, f"split {split!r} was not prepared, only {sorted(content.get('splits', {}))}", split)
@@ -251,12 +267,18 @@ def class_names(name: str, root=None) -> tuple[str, ...]:
 
 
 def prompt_name(name: str) -> str:
-    """The name CAT-Seg puts in the prompt: the first of comma-separated synonyms, stripped.
+    """The name CAT-Seg puts in the prompt: the part of ``name`` before the first ``", "``.
 
-    ADE20K spells classes as WordNet synonym lists ("person, individual, someone, ..."); CAT-Seg's
-    ``get_text_embeds`` keeps the part before the first ``", "``.
+    ADE-847's vocabulary spells classes as WordNet synonym lists ("person, individual, someone,
+    ..."); CAT-Seg's ``get_text_embeds`` (``cat_seg_predictor.py``) splits a name on ``", "``
+    (comma *and* space) and keeps the first part, and uses a name without ``", "`` as it is. So
+    does this function: ``"a,b"`` stays ``"a,b"``, and whitespace is kept (``ade150.json``'s
+    ``"bed "`` stays ``"bed "``; CLIP's tokenizer collapses whitespace, so the tokens do not
+    change). None of the official vocabularies has a comma without a space after it.
     """
-    return name.split(",")[0].strip()
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    return name.split(", ", 1)[0]
 
 
 def read_image(path) -> torch.Tensor:
@@ -285,8 +307,8 @@ class SegmentationBenchmark(Dataset):
     unfinished.
 
     Attributes: ``info`` (:class:`BenchmarkInfo`), ``class_names`` (label order, from the dataset's
-    metadata), ``eval_class_names`` (the vocabulary given to the model: the class names, or for
-    PAS-20b the 59-name vocabulary), ``prompt_names`` (:func:`prompt_name` of ``eval_class_names``),
+    metadata), ``eval_class_names`` (the vocabulary given to the model: CAT-Seg's JSON list, for
+    PAS-20b the 59-name one), ``prompt_names`` (:func:`prompt_name` of ``eval_class_names``),
     ``num_classes``, ``ignore_index``, ``collapse_background_at`` (20 for PAS-20b, else None).
 
     Example::

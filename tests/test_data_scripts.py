@@ -2,6 +2,7 @@
 benchmark's preparation run on miniature raw data in the real on-disk formats."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -22,7 +23,10 @@ from PIL import Image
 from data_scripts import prepare as P
 from data_scripts.ade20k import decode_seg, read_847_categories, resize_nearest, resize_shape
 from data_scripts.archives import ArchiveError, extract, extraction_marker
-from data_scripts.download import DataPreparationError, DownloadError, fetch, fetch_any
+from data_scripts import vocabularies as V
+from data_scripts.download import (
+    DataPreparationError, DownloadError, fetch, fetch_any, names_digest, verify,
+)
 from data_scripts.fixtures import build_sources
 from data_scripts.pascal_context import convert_459, rle_counts_from_string, rle_decode, rle_encode, rle_string_from_counts
 from hyro_edu import segmentation_data as sd
@@ -74,12 +78,114 @@ def test_prepared_labels_follow_the_official_mappings(prepared, name):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_class_names_are_read_from_the_metadata(prepared, name):
+def test_class_names_come_from_the_metadata_and_the_vocabulary_from_catseg_json(prepared, name):
     root, fs = prepared
     classes = json.loads((root / name / "classes.json").read_text())
     assert classes["class_names"] == fs.class_names[name]
     assert len(classes["class_names"]) == sd.benchmark_info(name).num_classes
-    assert classes["eval_class_names"] == fs.eval_class_names.get(name, fs.class_names[name])
+    download, count = V.VOCABULARIES[name]
+    vocabulary = fs.vocabularies[download.filename]
+    assert classes["eval_class_names"] == fs.eval_class_names[name] == vocabulary
+    assert len(classes["eval_class_names"]) == count
+    if name != "voc20":  # the real voc20.json equals the devkit names, so does the fixture
+        assert classes["eval_class_names"] != classes["class_names"]
+    sources = classes["sources"]
+    assert f"datasets/{download.filename}" in sources["eval_class_names"]
+    assert V.CATSEG_COMMIT in sources["eval_class_names"]
+    assert sources["eval_class_names_sha256"] == _canonical_sha256(vocabulary)
+    assert sources["eval_class_names_match_pinned"] is False  # synthetic names, not CAT-Seg's
+
+
+def _canonical_sha256(names) -> str:
+    """The documented definition, written out here: SHA-256 of the compact JSON of the list."""
+    text = json.dumps(names, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def test_every_vocabulary_is_pinned_with_a_fallback_and_a_checksum():
+    assert set(V.VOCABULARIES) == set(ALL)
+    files = {d.filename for d, _ in V.VOCABULARIES.values()}
+    assert files == {"coco.json", "ade150.json", "ade847.json", "pc59.json", "pc459.json",
+                     "voc20.json", "voc20b.json"}
+    base = "https://raw.githubusercontent.com/cvlab-kaist/CAT-Seg"
+    for key, (d, count) in V.VOCABULARIES.items():
+        assert d.urls == (f"{base}/dc295eeb751821dfdbe49fc19285d588c8a5b71f/datasets/{d.filename}",
+                          f"{base}/main/datasets/{d.filename}")
+        assert len(d.names_sha256) == 64 and int(d.names_sha256, 16) >= 0
+        assert d.md5 is None and d.sha256 is None  # the bytes may differ; the list may not
+        assert count == (59 if key == "voc20b" else sd.benchmark_info(key).num_classes)
+    assert len({d.names_sha256 for d, _ in V.VOCABULARIES.values()}) == 7
+    readme = (Path(V.__file__).parent / "README.md").read_text(encoding="utf-8")
+    for d, count in V.VOCABULARIES.values():  # the README's table quotes the same sums
+        assert f"| `{d.filename}` | {count} | `{d.names_sha256}` |" in readme
+
+
+def test_the_vocabulary_checksum_is_of_the_canonical_list(sources, tmp_path):
+    _, fs = sources
+    names = fs.vocabularies["pc59.json"]
+    expected = _canonical_sha256(names)
+    compact, pretty = tmp_path / "compact.json", tmp_path / "pretty.json"
+    compact.write_text(json.dumps(names, separators=(",", ":")), encoding="utf-8")
+    pretty.write_text(json.dumps(names, indent=4) + "\n\n", encoding="utf-8")
+    assert fs.files["pc59.json"].read_bytes() != pretty.read_bytes()
+    for path in (fs.files["pc59.json"], compact, pretty):  # whitespace and newlines do not matter
+        assert names_digest(path) == expected
+        verify(path, names_sha256=expected)
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps([n.replace("diningtable", "table") for n in names]))
+    with pytest.raises(DownloadError, match=f"other class names.*expected {expected}"):
+        verify(changed, names_sha256=expected)
+    spaced = tmp_path / "spaced.json"  # a space inside a name does matter ("bed " in ade150.json)
+    spaced.write_text(json.dumps([names[0] + " "] + names[1:]))
+    assert names_digest(spaced) != expected
+    swapped = tmp_path / "swapped.json"  # and so does the order
+    swapped.write_text(json.dumps(names[1:] + names[:1]))
+    assert names_digest(swapped) != expected
+    not_a_list = tmp_path / "dict.json"
+    not_a_list.write_text(json.dumps({"names": names}))
+    with pytest.raises(DownloadError, match="JSON list of class names"):
+        names_digest(not_a_list)
+
+
+def test_prepare_checks_the_vocabulary_against_its_pinned_checksum(sources, tmp_path, monkeypatch):
+    _, fs = sources
+    _install(fs, tmp_path)
+    # ADE20K-150 has no other checksum, so the vocabulary decides. The fixture list is not
+    # CAT-Seg's: the pinned checksum refuses it ...
+    download, count = V.VOCABULARIES["ade20k_150"]
+    with pytest.raises(DataPreparationError,
+                       match=f"ade150.json lists other class names.*{download.names_sha256}"):
+        P.prepare(["ade20k_150"], tmp_path, download=False, **QUIET)
+    assert not (tmp_path / "ade20k_150" / sd.MARKER_NAME).exists()
+    # ... and a checksum computed from the fixture list accepts it
+    own = _canonical_sha256(fs.vocabularies["ade150.json"])
+    monkeypatch.setitem(V.VOCABULARIES, "ade20k_150",
+                        (dataclasses.replace(download, names_sha256=own), count))
+    P.prepare(["ade20k_150"], tmp_path, download=False, **QUIET)
+    classes = json.loads((tmp_path / "ade20k_150" / "classes.json").read_text())
+    assert classes["eval_class_names"] == fs.vocabularies["ade150.json"]
+    assert classes["sources"]["eval_class_names_match_pinned"] is True
+
+
+def test_a_layout_1_preparation_is_upgraded_by_running_the_command_again(sources, tmp_path):
+    _, fs = sources
+    _install(fs, tmp_path)
+    P.prepare(["voc20b"], tmp_path, download=False, verify_checksums=False, **QUIET)
+    directory = tmp_path / "voc20b"
+    label = next((directory / "labels" / "val").iterdir())
+    stamp = label.stat().st_mtime_ns
+    # what layout 1 left: another vocabulary and the old version number
+    classes = json.loads((directory / "classes.json").read_text())
+    stale = classes | {"eval_class_names": ["stale"] * 59}
+    (directory / "classes.json").write_text(json.dumps(stale))
+    marker = json.loads((directory / sd.MARKER_NAME).read_text())
+    (directory / sd.MARKER_NAME).write_text(json.dumps(marker | {"layout_version": 1}))
+    with pytest.raises(sd.DatasetNotPreparedError, match="layout version 1"):
+        sd.SegmentationBenchmark("voc20b", root=tmp_path)
+    P.prepare(["voc20b"], tmp_path, download=False, verify_checksums=False, **QUIET)
+    ds = sd.SegmentationBenchmark("voc20b", root=tmp_path)
+    assert list(ds.eval_class_names) == fs.vocabularies["voc20b.json"]
+    assert label.stat().st_mtime_ns == stamp  # the converted labels were reused
 
 
 def test_ade847_shrinks_images_whose_short_side_exceeds_512(prepared):
@@ -148,8 +254,9 @@ def test_dry_run_lists_missing_files_and_manual_steps_without_writing(tmp_path):
     root = tmp_path / "empty"
     missing = P.dry_run(["ade20k_847", "voc20", "voc20b"], root, log=lines.append)
     text = "\n".join(lines)
-    # the ADE20K zip, the 847-class list, the VOC tar, SegmentationClassAug, voc20b.json (shared files once)
-    assert missing == 5
+    # the ADE20K zip, the 847-class list, ade847.json, the VOC tar, SegmentationClassAug,
+    # voc20.json and voc20b.json (shared files once)
+    assert missing == 7
     assert "MANUAL STEP" in text and "ADE20K_2021_17_01.zip" in text and "request_data" in text
     assert "(also needed above)" in text
     assert not root.exists()
@@ -201,7 +308,8 @@ def test_a_failing_benchmark_does_not_stop_the_others(sources, tmp_path):
     _install(fs, tmp_path)
     (tmp_path / "downloads" / "ADE20K_2021_17_01.zip").unlink()  # the manual download is missing
     with pytest.raises(DataPreparationError) as err:
-        P.prepare(["ade20k_847", "ade20k_150"], tmp_path, download=False, **QUIET)
+        P.prepare(["ade20k_847", "ade20k_150"], tmp_path, download=False, verify_checksums=False,
+                  **QUIET)
     assert "1 of 2 benchmark(s) not prepared" in str(err.value) and "request_data" in str(err.value)
     assert sd.check_prepared("ade20k_150", root=tmp_path)["splits"] == {"val": 2}
 
@@ -319,13 +427,17 @@ def test_the_next_mirror_is_tried_when_one_fails(server, tmp_path):
 
 def test_prepare_downloads_through_a_mirror(server, sources, tmp_path):
     folder, fs = sources
-    server.files.update({name: fs.files[name] for name in ("ADEChallengeData2016.zip",)})
+    for name in ("ADEChallengeData2016.zip", "ade150.json"):
+        server.files[name] = fs.files[name]
     server.cuts_left, server.cut_after = 1, 1000  # the first attempt is cut short
+    options = dict(mirror=server.url, verify_checksums=False, **QUIET)  # synthetic vocabulary
     with pytest.raises(DataPreparationError, match="resume"):
-        P.prepare(["ade20k_150"], tmp_path, mirror=server.url, **QUIET)
-    P.prepare(["ade20k_150"], tmp_path, mirror=server.url, **QUIET)
+        P.prepare(["ade20k_150"], tmp_path, **options)
+    P.prepare(["ade20k_150"], tmp_path, **options)
     assert sd.check_prepared("ade20k_150", root=tmp_path)["splits"] == {"val": 2}
-    assert server.requests[-1] == ("/ADEChallengeData2016.zip", "bytes=1000-")
+    resumed, vocabulary = server.requests[-2:]
+    assert resumed == ("/ADEChallengeData2016.zip", "bytes=1000-")
+    assert vocabulary == ("/ade150.json", None)
 
 
 # ----------------------------------------------------------------------------

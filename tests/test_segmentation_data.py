@@ -49,14 +49,41 @@ def test_samples_are_the_prepared_images_and_labels(prepared, name):
 def test_class_names_vocabulary_and_prompts(prepared):
     root, fs = prepared
     ade = sd.SegmentationBenchmark("ade20k_150", root=root)
-    assert ade.class_names == tuple(fs.class_names["ade20k_150"]) and ade.eval_class_names == ade.class_names
-    assert ade.prompt_names[0] == "fixture-ade-1"  # the first of the comma-separated synonyms
+    assert ade.class_names == tuple(fs.class_names["ade20k_150"])  # the metadata
+    assert ade.eval_class_names == tuple(fs.eval_class_names["ade20k_150"])  # ade150.json
+    assert ade.eval_class_names != ade.class_names
+    assert ade.prompt_names[0] == "fixture-ade-1" and ade.prompt_names[7] == "fixture-ade-8 "
     assert sd.class_names("pascal_context_459", root=root) == tuple(fs.class_names["pascal_context_459"])
     b = sd.SegmentationBenchmark("voc20b", root=root)
     assert b.num_classes == 21 and len(b.class_names) == 21 and b.class_names[-1] == "background"
     assert b.eval_class_names == tuple(fs.eval_class_names["voc20b"]) and len(b.eval_class_names) == 59
-    assert b.collapse_background_at == 20 and sd.SegmentationBenchmark("voc20", root=root).collapse_background_at is None
-    assert sd.prompt_name(" person, individual, someone") == "person"
+    assert b.collapse_background_at == 20
+    assert sd.SegmentationBenchmark("voc20", root=root).collapse_background_at is None
+
+
+def test_the_official_json_not_the_metadata_decides_the_pc59_vocabulary(prepared):
+    from data_scripts.fixtures import PC59_RENAMED_ID
+    from data_scripts.pascal_context import PC59_IDS
+
+    root, fs = prepared
+    ds = sd.SegmentationBenchmark("pascal_context_59", root=root)
+    k = sorted(PC59_IDS)[1:].index(PC59_RENAMED_ID)  # the trainId of "table"
+    assert ds.class_names[k] == "fixture-table" and ds.eval_class_names[k] == "fixture-diningtable"
+    assert ds.prompt_names[k] == "fixture-diningtable"
+    others = [i for i in range(59) if i != k]
+    assert [ds.class_names[i] for i in others] == [ds.eval_class_names[i] for i in others]
+
+
+def test_prompt_name_splits_like_catseg():
+    # CAT-Seg's get_text_embeds: the part before the first ", " if there is one, else the name
+    assert sd.prompt_name("person, individual, someone") == "person"
+    assert sd.prompt_name("television receiver, television, tv") == "television receiver"
+    assert sd.prompt_name("a,b") == "a,b"        # a comma without a space is not a separator
+    assert sd.prompt_name("bed ") == "bed "      # ade150.json's spelling, passed on unchanged
+    assert sd.prompt_name("pool table, billiard table") == "pool table"
+    for bad in ("", "  ", None, 3):
+        with pytest.raises(ValueError, match="name must be a non-empty string"):
+            sd.prompt_name(bad)
 
 
 def test_the_root_comes_from_hyro_edu_data(prepared, monkeypatch):
@@ -88,6 +115,11 @@ def test_markers_from_another_layout_or_without_the_split_are_refused(prepared, 
     content = json.loads(marker.read_text())
     marker.write_text(json.dumps(content | {"layout_version": 0}))
     with pytest.raises(sd.DatasetNotPreparedError, match="layout version 0.*--force"):
+        sd.SegmentationBenchmark("voc20", root=copy)
+    # layout 1 had the metadata names as vocabulary: rerunning the plain command fixes it
+    marker.write_text(json.dumps(content | {"layout_version": 1}))
+    upgrade = "(?s)layout version 1.*labels are reused.*data_scripts.prepare --datasets voc20"
+    with pytest.raises(sd.DatasetNotPreparedError, match=upgrade):
         sd.SegmentationBenchmark("voc20", root=copy)
     # a COCO-Stuff preparation of val only: asking for train says how to add it
     coco = copy / "coco_stuff"
@@ -148,3 +180,13 @@ def test_evaluate_on_a_prepared_benchmark_uses_its_vocabulary(prepared):
     iou_20 = (labels == 20).sum() / labels.size
     assert set(calls) == {59}
     assert result["miou"] == pytest.approx(iou_20 / len(present))
+
+
+def test_whitespace_kept_in_a_prompt_name_gives_the_same_clip_tokens():
+    open_clip = pytest.importorskip("open_clip")
+
+    tokenize = open_clip.get_tokenizer("ViT-B-16")
+    template = "A photo of a {} in the scene"  # CAT-Seg's single template
+    kept, stripped = sd.prompt_name("bed "), sd.prompt_name("bed ").strip()
+    assert kept != stripped
+    assert torch.equal(tokenize([template.format(kept)]), tokenize([template.format(stripped)]))

@@ -1,4 +1,5 @@
-"""The evaluation protocol: sliding window, mIoU (against torchmetrics), PAS-20b, class truncation."""
+"""The evaluation protocol: sliding window, the whole-image path, mIoU (both averages, against
+torchmetrics and a direct ground-truth-present oracle), PAS-20b, class truncation."""
 from __future__ import annotations
 
 import math
@@ -8,10 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from hyro_edu.segmentation_eval import (
+    CLIP_PIXEL_MEAN,
+    OFFICIAL_SIZE_DIVISIBILITY,
     MeanIoU,
     collapse_background,
     evaluate,
     gather_classes,
+    pad_to_multiple,
     resize_shortest_edge,
     scatter_classes,
     select_classes,
@@ -120,9 +124,105 @@ def test_sliding_window_rejects_bad_images_and_model_outputs():
 
 
 def test_whole_image_inference_is_one_view_at_the_clip_resolution():
-    model = PointwiseModel()
-    out = whole_image_inference(model, torch.zeros(3, 50, 70), None)
-    assert out.shape == (4, 50, 70) and model.calls[0][0] == (1, 3, 384, 384)
+    for mode in ("official", "resize"):
+        model = PointwiseModel()
+        out = whole_image_inference(model, torch.zeros(3, 50, 70), None, mode=mode)
+        assert out.shape == (4, 50, 70) and model.calls[0][0] == (1, 3, 384, 384)
+
+
+class FirstChannel:
+    """Logits = the red channel of the view the model receives (records the views)."""
+
+    def __init__(self):
+        self.views = []
+
+    def __call__(self, images, classes):
+        self.views.append(images.clone())
+        return images[:, :1].double()
+
+
+def test_official_whole_image_path_matches_a_hand_computed_example():
+    # red channel [[0, 4, 8], [12, 16, 20]]; padded to 4 x 4 with 100 (d = 4), resized to 2 x 2:
+    # each output pixel is the mean of a 2 x 2 block -> [[8, 57], [100, 100]]. The crop [:2, :3]
+    # keeps the whole 2 x 2 map; resizing it to 2 x 3 gives the columns 0, 0.5 and 1 of it.
+    image = torch.zeros(3, 2, 3, dtype=torch.float64)
+    image[0] = torch.tensor([[0.0, 4, 8], [12, 16, 20]])
+    model = FirstChannel()
+    out = whole_image_inference(model, image, None, input_size=2, activation=None,
+                                size_divisibility=4, pad_value=100.0)
+    canvas = torch.tensor([[0.0, 4, 8, 100], [12, 16, 20, 100], [100] * 4, [100] * 4])
+    torch.testing.assert_close(model.views[0][0, 0], F.avg_pool2d(canvas[None], 2)[0].double())
+    expected = torch.tensor([[[8.0, 32.5, 57.0], [100.0, 100.0, 100.0]]], dtype=torch.float64)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    # the plain resize: 2 x 3 -> 2 x 2 samples columns 0.25 and 1.75 -> [[1, 7], [13, 19]],
+    # then back to 2 x 3 -> [[1, 4, 7], [13, 16, 19]]
+    plain = whole_image_inference(FirstChannel(), image, None, input_size=2, activation=None,
+                                  mode="resize")
+    torch.testing.assert_close(plain, torch.tensor([[[1.0, 4, 7], [13, 16, 19]]],
+                                                   dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+class QuarterResolution(PointwiseModel):
+    """A per-pixel map, then 4 x 4 average pooling: 96 x 96 logits for a 384 view (as CAT-Seg)."""
+
+    def __call__(self, images, classes):
+        return F.avg_pool2d(super().__call__(images, classes), 4)
+
+
+def test_the_two_whole_image_paths_differ_exactly_when_the_image_needs_padding():
+    g = torch.Generator().manual_seed(4)
+    model = QuarterResolution()
+    aligned = torch.rand(3, 128, 192, generator=g, dtype=torch.float64) * 255  # multiples of 32
+    same = [whole_image_inference(model, aligned, None, activation=None, mode=m)
+            for m in ("official", "resize")]
+    torch.testing.assert_close(same[0], same[1], rtol=0, atol=1e-9)
+    image = torch.rand(3, 100, 150, generator=g, dtype=torch.float64) * 255  # pads to 128 x 160
+    official, plain = (whole_image_inference(model, image, None, activation=None, mode=m)
+                       for m in ("official", "resize"))
+    assert (official - plain).abs().max() > 0.1 * (plain.max() - plain.min())
+    # the official output is the plain one of the padded canvas, cropped nowhere (the 96 x 96
+    # score map is smaller than the image): the padding is stretched into the output
+    canvas = pad_to_multiple(image, OFFICIAL_SIZE_DIVISIBILITY, CLIP_PIXEL_MEAN)
+    assert canvas.shape == (3, 128, 160) and torch.equal(canvas[:, :100, :150], image)
+    pad_colour = torch.tensor(CLIP_PIXEL_MEAN, dtype=torch.float64).view(3, 1, 1)
+    assert torch.equal(canvas[:, 100:, :], pad_colour.expand(3, 28, 160))
+    assert torch.equal(canvas[:, :, 150:], pad_colour.expand(3, 128, 10))
+    via_canvas = whole_image_inference(model, canvas, None, activation=None, mode="resize",
+                                       output_size=(100, 150))
+    torch.testing.assert_close(official, via_canvas, rtol=0, atol=1e-9)
+
+
+def test_padding_with_the_clip_mean_is_padding_the_normalised_image_with_zero():
+    from hyro_edu.clip_model import OPENAI_MEAN, OPENAI_STD
+
+    mean = torch.tensor(OPENAI_MEAN, dtype=torch.float64).view(1, 3, 1, 1) * 255
+    std = torch.tensor(OPENAI_STD, dtype=torch.float64).view(1, 3, 1, 1) * 255
+    torch.testing.assert_close(mean.flatten(), torch.tensor(CLIP_PIXEL_MEAN, dtype=torch.float64),
+                               rtol=0, atol=1e-6)  # CAT-Seg's CLIP_PIXEL_MEAN is CLIP's mean
+
+    def normalising(images, classes):  # what the segmenter does with 0-255 pixels
+        weight = torch.ones(2, 3, 1, 1, dtype=torch.float64)
+        return F.conv2d((images.double() - mean) / std, weight)
+
+    image = torch.rand(3, 40, 45, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    image = image * 255
+    ours = whole_image_inference(normalising, image, None, activation=None)
+    # detectron2: normalise, pad with 0 to a multiple of 32, resize to 384, model without
+    # normalisation, crop [:40, :45] (nothing at 384), resize to the image size
+    zero_padded = F.pad((image[None] - mean) / std, (0, 64 - 45, 0, 64 - 40), value=0.0)
+    logits = F.conv2d(F.interpolate(zero_padded, size=(384, 384), mode="bilinear"),
+                      torch.ones(2, 3, 1, 1, dtype=torch.float64))
+    official = F.interpolate(logits[..., :40, :45], size=(40, 45), mode="bilinear")[0]
+    torch.testing.assert_close(ours, official, rtol=0, atol=1e-9)
+
+
+def test_whole_image_inference_rejects_bad_switches():
+    with pytest.raises(ValueError, match="mode must be 'official'"):
+        whole_image_inference(PointwiseModel(), torch.zeros(3, 8, 8), None, mode="padded")
+    with pytest.raises(ValueError, match="pad_value must be a finite number or three"):
+        whole_image_inference(PointwiseModel(), torch.zeros(3, 8, 8), None, pad_value=(1, 2))
+    with pytest.raises(ValueError, match="size_divisibility must be an integer >= 1"):
+        whole_image_inference(PointwiseModel(), torch.zeros(3, 8, 8), None, size_divisibility=0)
 
 
 def test_resize_shortest_edge_follows_detectron2():
@@ -148,7 +248,7 @@ def test_miou_matches_torchmetrics_on_random_data(seed):
     for t in targets:
         t[torch.rand(t.shape, generator=g) < 0.2] = 255
     targets[0][targets[0] == 5] = 255  # class 5 rarer, classes still all present somewhere
-    metric = MeanIoU(num_classes, ignore_index=255)
+    metric = MeanIoU(num_classes, ignore_index=255, average="union_present")
     for p, t in zip(preds, targets):
         metric.update(p, t)
     ours = metric.compute()
@@ -164,7 +264,7 @@ def test_miou_matches_torchmetrics_on_random_data(seed):
 def test_classes_absent_everywhere_are_left_out_of_the_mean():
     from torchmetrics.classification import MulticlassJaccardIndex
 
-    metric = MeanIoU(4, ignore_index=255)
+    metric = MeanIoU(4, ignore_index=255, average="union_present")
     metric.update(torch.tensor([0, 0, 1, 1, 2]), torch.tensor([0, 1, 1, 1, 255]))
     result = metric.compute()
     # class 0: TP 1, union 2; class 1: TP 2, union 3; class 2 only predicted on an ignored pixel; class 3 absent
@@ -172,6 +272,82 @@ def test_classes_absent_everywhere_are_left_out_of_the_mean():
     assert result["miou"] == pytest.approx((0.5 + 2 / 3) / 2)
     reference = MulticlassJaccardIndex(4, ignore_index=255, average="macro")
     assert result["miou"] == pytest.approx(float(reference(torch.tensor([0, 0, 1, 1, 2]), torch.tensor([0, 1, 1, 1, 255]))))
+
+
+def _gt_present_miou(pred, target, num_classes, ignore_index=255):
+    """The oracle for detectron2 main: IoU averaged over the classes found in the labels."""
+    keep = target != ignore_index
+    pred, target = pred[keep], target[keep]
+    ious = []
+    for c in range(num_classes):
+        if (target == c).any():
+            inter = ((pred == c) & (target == c)).sum().item()
+            ious.append(inter / ((pred == c) | (target == c)).sum().item())
+    return sum(ious) / len(ious)
+
+
+# the fidelity audit's reproducer: classes 2 and 3 are predicted but never occur in the labels
+AUDIT_GT = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1], [0, 0, 1, 1], [255, 255, 1, 1]])
+AUDIT_PRED = torch.tensor([[0, 0, 0, 2], [1, 1, 1, 1], [0, 0, 1, 1], [3, 3, 1, 1]])
+
+
+def test_the_default_average_is_detectron2_main_and_union_present_is_v0_6():
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    results = {}
+    for average in ("gt_present", "union_present"):
+        metric = MeanIoU(4, ignore_index=255, average=average)
+        metric.update(AUDIT_PRED, AUDIT_GT)
+        results[average] = metric.compute()
+    default = MeanIoU(4, ignore_index=255)
+    default.update(AUDIT_PRED, AUDIT_GT)
+    assert default.average == "gt_present"
+    assert default.compute()["miou"] == results["gt_present"]["miou"]
+    # class 0: IoU 5/6, class 1: 8/8 -> (5/6 + 1) / 2 = 0.9167. Class 2 is predicted once, on a
+    # class-0 pixel: IoU 0, a third term in the v0.6 mean -> 0.6111. Class 3 is predicted only on
+    # ignored pixels, so neither mean sees it.
+    oracle = _gt_present_miou(AUDIT_PRED, AUDIT_GT, 4)
+    assert results["gt_present"]["miou"] == pytest.approx(oracle)
+    assert results["gt_present"]["miou"] == pytest.approx((5 / 6 + 1) / 2)
+    macro = MulticlassJaccardIndex(4, ignore_index=255, average="macro")
+    assert results["union_present"]["miou"] == pytest.approx(float(macro(AUDIT_PRED, AUDIT_GT)))
+    assert results["union_present"]["miou"] == pytest.approx((5 / 6 + 1 + 0) / 3)
+    assert round(results["gt_present"]["miou"], 4) == 0.9167
+    assert round(results["union_present"]["miou"], 4) == 0.6111
+    iou_gt, iou_union = results["gt_present"]["iou"], results["union_present"]["iou"]
+    assert math.isnan(iou_gt[2]) and iou_union[2] == 0 and math.isnan(iou_union[3])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gt_present_mean_against_a_direct_oracle_and_the_order_of_the_two(seed):
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    g = torch.Generator().manual_seed(seed)
+    num_classes = 9
+    target = torch.randint(0, 5, (3, 20, 20), generator=g)  # classes 5..8 never in the labels
+    target[torch.rand(target.shape, generator=g) < 0.1] = 255
+    pred = torch.randint(0, num_classes, (3, 20, 20), generator=g)
+    gt_present, union_present = MeanIoU(num_classes), MeanIoU(num_classes, average="union_present")
+    for i in range(3):  # batch by batch
+        gt_present.update(pred[i], target[i])
+        union_present.update(pred[i], target[i])
+    a, b = gt_present.compute()["miou"], union_present.compute()["miou"]
+    assert a == pytest.approx(_gt_present_miou(pred, target, num_classes), abs=1e-12)
+    assert b == pytest.approx(float(MulticlassJaccardIndex(
+        num_classes, ignore_index=255, average="macro")(pred, target)), abs=1e-6)
+    # 4 predicted-only classes add zeros: b = a * 5 / 9 exactly
+    assert b == pytest.approx(a * 5 / 9, abs=1e-12) and a > b
+    # predictions confined to the labelled classes: the two averages coincide
+    inside = pred % 5
+    both = [MeanIoU(num_classes, average=avg) for avg in ("gt_present", "union_present")]
+    for m in both:
+        m.update(inside, target)
+    assert both[0].compute()["miou"] == both[1].compute()["miou"]
+
+
+def test_miou_rejects_an_unknown_average():
+    with pytest.raises(ValueError, match="average must be 'gt_present'.*got 'macro'"):
+        MeanIoU(3, average="macro")
 
 
 def test_scores_are_reduced_by_argmax_and_accumulation_equals_one_shot():
@@ -277,3 +453,56 @@ def test_evaluate_runs_the_protocol_with_the_vocabulary_and_the_collapse():
     labels = labels[labels != 255]
     expected_iou = float((labels == 20).sum()) / labels.numel()
     assert result["miou"] == pytest.approx(expected_iou / labels.unique().numel())
+
+
+class _TwoImages:
+    """Labels use classes 0 and 1 only; the model below also predicts class 2."""
+
+    num_classes, ignore_index, collapse_background_at = 3, 255, None
+    eval_class_names = ("zero", "one", "two")
+
+    def __init__(self):
+        label = torch.zeros(30, 50, dtype=torch.int64)
+        label[:, 25:] = 1
+        image = torch.zeros(3, 30, 50, dtype=torch.uint8)
+        image[0, :, 25:] = 200  # red where the label is 1
+        image[1, 20:, :] = 200  # green in the bottom rows, which the model calls class 2
+        self.samples = [{"image": image, "label": label}]
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        return self.samples[i]
+
+
+def _colour_model(images, classes):
+    red, green = images[:, :1] / 255, images[:, 1:2] / 255
+    return torch.cat([1 - red - green, red - green, 2 * green], dim=1) * 10
+
+
+def test_evaluate_passes_the_average_and_the_whole_image_mode():
+    ds = _TwoImages()
+    results = {avg: evaluate(_colour_model, ds, average=avg)
+               for avg in ("gt_present", "union_present")}
+    default = evaluate(_colour_model, ds)
+    assert default["average"] == "gt_present" and default["miou"] == results["gt_present"]["miou"]
+    # class 2 is predicted (bottom rows) but never labelled: a third term 0 in the v0.6 mean
+    assert results["union_present"]["iou"][2] == 0 and math.isnan(results["gt_present"]["iou"][2])
+    assert results["union_present"]["miou"] == pytest.approx(results["gt_present"]["miou"] * 2 / 3)
+    calls = []
+
+    def recording(images, classes):
+        calls.append(images.clone())
+        return _colour_model(images, classes)
+
+    evaluate(recording, ds, sliding_window=False)
+    evaluate(recording, ds, sliding_window=False, whole_image_mode="resize")
+    # 30 x 50 -> shortest edge 640: 640 x 1067, padded to 640 x 1088 with the CLIP mean colour
+    # before the resize to 384: the right border of the official view is the pad colour
+    official, plain = calls
+    mean = torch.tensor(CLIP_PIXEL_MEAN).view(3, 1)
+    torch.testing.assert_close(official[0, :, :, -1], mean.expand(3, 384), rtol=0, atol=1e-3)
+    assert (plain[0, :, :, -1] - mean).abs().max() > 50
+    with pytest.raises(ValueError, match="mode must be 'official'"):
+        evaluate(_colour_model, ds, sliding_window=False, whole_image_mode="plain")
