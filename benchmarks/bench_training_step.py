@@ -4,14 +4,18 @@ One training step of :class:`hyro_edu.seg_model.OpenVocabSegmenter` is what CAT-
 HyRo and H-CLIP train with::
 
     logits = model(images, class_names)          # CLIP (both towers, adapted) + CAT-Seg decoder
-    loss = catseg_loss(logits, target, T)         # per-class BCE at the label resolution
+    loss = segmentation_loss(logits, target, T)   # BCE (or --loss ce) at the label resolution
     loss.backward(); AdamW.step()                 # adapters + decoder
 
-for each ``mode`` of :data:`hyro_edu.finetune.MODES` (``attention``, ``hyperclip``, ``rotation``,
-``hyro``, ``hclip``).  The CLIP has random weights (``load_clip(..., pretrained=None)``: no
-download; the cost of a step does not depend on the weights); images, labels and the ``T`` class
-names are synthetic (every prompt is padded to the text tower's context length, so the text cost
-does not depend on the names either).  Each mode gets a freshly built model; the timed steps
+for each ``mode`` of :data:`hyro_edu.finetune.MODES` (``frozen``, ``attention``, ``hyperclip``,
+``rotation``, ``hyro``, ``hclip``; ``frozen`` trains the decoder alone).  ``--loss ce`` times the
+HyRo paper's softmax cross-entropy instead of CAT-Seg's BCE; ``--prompts imagenet`` encodes the
+80 ImageNet templates per class (P = 80) instead of one; ``--matmul-precision`` is passed to
+``torch.set_float32_matmul_precision`` (default ``high``, what the official ``train_net.py`` sets:
+TF32 matrix products on Ampere and newer GPUs, no effect on a CPU).  The CLIP has random weights
+(``load_clip(..., pretrained=None)``: no download; the cost of a step does not depend on the
+weights); images, labels and the ``T`` class names are synthetic (every prompt is padded to the
+text tower's context length, so the text cost does not depend on the names either).  Each mode gets a freshly built model; the timed steps
 follow ``--warmup`` untimed ones and the table reports the median.
 
 Memory: on CUDA, ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` before the
@@ -57,10 +61,10 @@ import warnings
 
 import torch
 
-from hyro_edu.catseg import catseg_loss
+from hyro_edu.catseg import LOSSES, segmentation_loss
 from hyro_edu.clip_model import TINY_CLIP_NAME, load_clip
 from hyro_edu.finetune import MODES, FinetuneConfig
-from hyro_edu.seg_model import build_segmenter
+from hyro_edu.seg_model import PROMPT_ENSEMBLES, build_segmenter
 
 try:
     import psutil
@@ -126,7 +130,9 @@ def build(args, mode: str):
         warnings.simplefilter("ignore")
         backbone = load_clip(MODELS[args.model], pretrained=None, device=args.device)
     blocks = TINY_BLOCKS if args.model == "tiny" else {}
-    return build_segmenter(backbone, FinetuneConfig(mode=mode, **blocks)).train()
+    templates = PROMPT_ENSEMBLES[args.prompts]
+    config = FinetuneConfig(mode=mode, **blocks)
+    return build_segmenter(backbone, config, template=templates).train()
 
 
 def release_freed_memory() -> None:
@@ -158,7 +164,7 @@ def run_mode(args, mode: str, images, target, names) -> dict:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(args.device, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images, names)
-        loss = catseg_loss(logits.float(), target, len(names))
+        loss = segmentation_loss(logits.float(), target, len(names), loss=args.loss)
         if scaler is None:
             loss.backward()
             optimizer.step()
@@ -208,6 +214,14 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 on cuda, 1 on cpu)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    parser.add_argument("--loss", choices=LOSSES, default="bce",
+                        help="bce (CAT-Seg's code) or ce (the HyRo paper)")
+    parser.add_argument("--prompts", choices=list(PROMPT_ENSEMBLES), default="single",
+                        help="single (P = 1, the released configs) or imagenet (P = 80 templates "
+                        "per class)")
+    parser.add_argument("--matmul-precision", choices=["highest", "high", "medium"],
+                        default="high",
+                        help="torch.set_float32_matmul_precision (official train_net.py: high)")
     parser.add_argument(
         "--threads", type=int, default=None,
         help="torch.set_num_threads (default: 1 on a CPU, where a thread pool stalls whenever another "
@@ -251,13 +265,16 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.set_float32_matmul_precision(args.matmul_precision)
     cuda = args.device == "cuda"
     images, target, names = synthetic_batch(args, torch.Generator().manual_seed(0))
     where = torch.cuda.get_device_name() if cuda else f"{torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, {args.device} ({where}), amp {args.amp}")
+    print(f"torch {torch.__version__}, {args.device} ({where}), amp {args.amp}, "
+          f"matmul precision {args.matmul_precision}")
     print(
         f"model {MODELS[args.model]} (random weights), {args.image_size}x{args.image_size}, batch {args.batch}, "
-        f"{args.classes} classes; median of {args.steps} steps after {args.warmup} warm-up"
+        f"{args.classes} classes, P = {len(PROMPT_ENSEMBLES[args.prompts])}, loss {args.loss}; "
+        f"median of {args.steps} steps after {args.warmup} warm-up"
     )
     memory = "torch.cuda.max_memory_allocated" if cuda else CpuPeak().method
     print(f"peak memory: {memory}")

@@ -58,6 +58,18 @@ runs on average-pooled costs: 2×2 in training, 1×1 in the final evaluation (``
 module uses ``train_pooling`` in training mode and ``eval_pooling`` in eval mode; set
 ``decoder.eval_pooling = (2, 2)`` to reproduce the in-training validation.
 
+**Backbones (presets of** :data:`PRESETS` **).**  ``"vit_b16"`` and ``"vit_l14"`` are the official
+ViT-B/16 and ViT-L/14@336 decoders (``vitb_384.yaml``, ``vitl_336.yaml`` of CAT-Seg and HyRo): they
+differ only in their inputs (joint space 512 / 768, vision width 768 / 1024, guidance blocks
+(3, 7) / (7, 15)); both see a 24×24 grid (384 / 16 = 336 / 14).  ``prompt_channels`` ``P`` is the
+number of prompt templates per class: the cost volume has ``P`` channels, ``cost_embed`` reads
+them, and the text guidance averages the ``P`` unit embeddings.
+
+**Loss (switch** ``loss`` **of** :func:`segmentation_loss` **).**  The official code trains with
+per-class BCE over all classes, ignored pixels included as all-negative (:func:`catseg_loss`,
+``"bce"``); the HyRo paper states a pixel-wise softmax cross-entropy that ignores label 255
+(:func:`pixel_cross_entropy`, ``"ce"``).
+
 Where this implementation chooses (documented, not a change of the maths for CAT-Seg's inputs):
 
 * the text embeddings are L2-normalised per prompt before the text guidance averages them over
@@ -106,7 +118,10 @@ __all__ = [
     "window_merge",
     "shifted_window_mask",
     "count_parameters",
+    "LOSSES",
     "catseg_loss",
+    "pixel_cross_entropy",
+    "segmentation_loss",
     "WindowAttention",
     "SwinBlock",
     "SpatialAggregation",
@@ -129,29 +144,45 @@ REFERENCE_PARAMETER_COUNTS = {"aggregator": 2_308_961, "upsampling": 2_359_680}
 #: The logit the official code gives to classes dropped by the truncation (sigmoid ≈ 4e-44).
 DROPPED_CLASS_LOGIT = -100.0
 
+#: Training losses (:func:`segmentation_loss`): ``"bce"`` is what the CAT-Seg, HyperCLIP and HyRo
+#: code trains with (:func:`catseg_loss`); ``"ce"`` is the pixel-wise softmax cross-entropy the
+#: HyRo paper states (:func:`pixel_cross_entropy`).
+LOSSES = ("bce", "ce")
+
+# The official ViT-B/16 configuration (CAT-Seg's vitb_384.yaml).
+_VIT_B16 = dict(
+    embed_dim=512,
+    vision_width=768,
+    prompt_channels=1,
+    hidden_dim=128,
+    num_heads=4,
+    num_layers=2,
+    window_size=12,
+    mlp_ratio=4,
+    pad_len=256,
+    train_pooling=(2, 2),
+    eval_pooling=(1, 1),
+    appearance_guidance_dim=128,
+    text_guidance_dim=128,
+    decoder_guidance_dims=(256, 128),
+    decoder_guidance_proj_dims=(32, 16),
+    decoder_dims=(64, 32),
+    guidance_order="code",
+    intermediate_layers=(3, 7),
+)
+
 #: Keyword arguments of :class:`CATSegDecoder` for :func:`build_catseg_decoder`.
 PRESETS: dict[str, dict] = {
-    # The official ViT-B/16 configuration (vitb_384.yaml, reference §4.1-4.2).
-    "vit_b16": dict(
-        embed_dim=512,
-        vision_width=768,
-        prompt_channels=1,
-        hidden_dim=128,
-        num_heads=4,
-        num_layers=2,
-        window_size=12,
-        mlp_ratio=4,
-        pad_len=256,
-        train_pooling=(2, 2),
-        eval_pooling=(1, 1),
-        appearance_guidance_dim=128,
-        text_guidance_dim=128,
-        decoder_guidance_dims=(256, 128),
-        decoder_guidance_proj_dims=(32, 16),
-        decoder_dims=(64, 32),
-        guidance_order="code",
-        intermediate_layers=(3, 7),
-    ),
+    "vit_b16": _VIT_B16,
+    # The official ViT-L/14@336 configuration (CAT-Seg and HyRo vitl_336.yaml): the same widths
+    # as ViT-B/16 except the inputs -- text and appearance guidance from the 768-d joint space,
+    # the transposed convolutions from the 1024-wide vision tower, blocks 7 and 15.
+    "vit_l14": {
+        **_VIT_B16,
+        "embed_dim": 768,
+        "vision_width": 1024,
+        "intermediate_layers": (7, 15),
+    },
     # A CPU-sized decoder for the toy world: 64-px images, patch 8 -> an 8x8 grid, 32x32 logits.
     # Window 4 on the 8x8 grid keeps four windows and a real shift (2) in the second Swin block;
     # pad_len 64 holds the toy world's 54 leaf classes plus "background" without truncation.
@@ -360,6 +391,34 @@ def count_parameters(module: nn.Module, *, depth: int = 1, trainable_only: bool 
     return counts
 
 
+def _loss_inputs(logits, target, num_classes, ignore_index) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked loss inputs: the logits upsampled to the target size, the mask of valid pixels."""
+    _rank(logits, "logits", 4, "(B, T, h, w)")
+    if not isinstance(target, torch.Tensor) or target.dim() != 3:
+        raise ValueError(f"target must be a tensor of shape (B, H, W), got {getattr(target, 'shape', type(target))}")
+    if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
+        raise ValueError(f"target must hold integer class indices, got dtype {target.dtype}")
+    if target.shape[0] != logits.shape[0]:
+        raise ValueError(f"target must have the batch size B = {logits.shape[0]} of logits, got {target.shape[0]}")
+    num_classes = _int(num_classes, "num_classes", 1)
+    if num_classes != logits.shape[1]:
+        raise ValueError(
+            f"num_classes must equal the number of logit channels T = {logits.shape[1]}, got {num_classes}"
+        )
+    ignore_index = _int(ignore_index, "ignore_index", -(2**62))
+    if 0 <= ignore_index < num_classes:
+        raise ValueError(f"ignore_index must lie outside the class range [0, {num_classes - 1}], got {ignore_index}")
+    valid = target != ignore_index
+    labels = target[valid]
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(
+            f"target must hold class indices in [0, {num_classes - 1}] or ignore_index = {ignore_index}, "
+            f"got values in [{int(labels.min())}, {int(labels.max())}]"
+        )
+    z = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    return z, valid
+
+
 def catseg_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -386,29 +445,7 @@ def catseg_loss(
     Raises ``ValueError`` when ``num_classes`` differs from ``T``, or ``target`` holds a value
     outside ``[0, T)`` other than ``ignore_index``.
     """
-    _rank(logits, "logits", 4, "(B, T, h, w)")
-    if not isinstance(target, torch.Tensor) or target.dim() != 3:
-        raise ValueError(f"target must be a tensor of shape (B, H, W), got {getattr(target, 'shape', type(target))}")
-    if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
-        raise ValueError(f"target must hold integer class indices, got dtype {target.dtype}")
-    if target.shape[0] != logits.shape[0]:
-        raise ValueError(f"target must have the batch size B = {logits.shape[0]} of logits, got {target.shape[0]}")
-    num_classes = _int(num_classes, "num_classes", 1)
-    if num_classes != logits.shape[1]:
-        raise ValueError(
-            f"num_classes must equal the number of logit channels T = {logits.shape[1]}, got {num_classes}"
-        )
-    ignore_index = _int(ignore_index, "ignore_index", -(2**62))
-    if 0 <= ignore_index < num_classes:
-        raise ValueError(f"ignore_index must lie outside the class range [0, {num_classes - 1}], got {ignore_index}")
-    valid = target != ignore_index
-    labels = target[valid]
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(
-            f"target must hold class indices in [0, {num_classes - 1}] or ignore_index = {ignore_index}, "
-            f"got values in [{int(labels.min())}, {int(labels.max())}]"
-        )
-    z = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    z, valid = _loss_inputs(logits, target, num_classes, ignore_index)
     onehot = F.one_hot(target.clamp(0, num_classes - 1).long(), num_classes).movedim(-1, 1)
     onehot = (onehot * valid[:, None]).to(z.dtype)  # ignored pixels: all-zero target
     per_entry = F.binary_cross_entropy_with_logits(z, onehot, reduction="none")
@@ -417,6 +454,53 @@ def catseg_loss(
     weight = valid[:, None].to(z.dtype)
     # a mean over the valid entries; max(count, 1) only avoids 0/0 when every pixel is ignored
     return (per_entry * weight).sum() / max(int(valid.sum()) * num_classes, 1)
+
+
+def pixel_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    num_classes: int,
+    ignore_index: int = 255,
+) -> torch.Tensor:
+    r"""The HyRo paper's training loss: pixel-wise softmax cross-entropy over the ``T`` classes.
+
+    .. math::
+        \mathcal L = -\frac{1}{|\Omega|}\sum_{x \in \Omega}
+            \log \frac{\exp z_{y(x)}(x)}{\sum_{t=1}^{T} \exp z_t(x)},
+        \qquad \Omega = \{x : y(x) \ne \texttt{ignore\_index}\},
+
+    with the logits ``z`` bilinearly upsampled to the target size (``align_corners=False``), as
+    :func:`catseg_loss` does.  Unlike CAT-Seg's BCE the classes compete (a softmax over ``T``) and
+    ignored pixels never enter (the loss is 0, with a zero gradient, when every pixel is ignored).
+
+    Shapes and errors as :func:`catseg_loss`.  Reference: HyRo (Truong et al.), "Loss & Training"
+    (the equation of the pixel-wise cross-entropy); the released code trains with
+    :func:`catseg_loss` instead.
+    """
+    z, valid = _loss_inputs(logits, target, num_classes, ignore_index)
+    labels = torch.where(valid, target, torch.zeros_like(target)).long()
+    per_pixel = F.cross_entropy(z, labels, reduction="none")  # (B, H, W)
+    # a mean over the valid pixels; max(count, 1) only avoids 0/0 when every pixel is ignored
+    return (per_pixel * valid.to(z.dtype)).sum() / max(int(valid.sum()), 1)
+
+
+def segmentation_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    num_classes: int,
+    *,
+    loss: str = "bce",
+    ignore_index: int = 255,
+    exclude_ignored: bool = False,
+) -> torch.Tensor:
+    """The training loss named by ``loss`` (:data:`LOSSES`): ``"bce"`` -> :func:`catseg_loss`
+    (``exclude_ignored`` applies), ``"ce"`` -> :func:`pixel_cross_entropy` (ignored pixels never
+    count).  Shapes as :func:`catseg_loss`."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if loss == "ce":
+        return pixel_cross_entropy(logits, target, num_classes, ignore_index)
+    return catseg_loss(logits, target, num_classes, ignore_index, exclude_ignored=exclude_ignored)
 
 
 # ----------------------------------------------------------------------------
@@ -928,9 +1012,10 @@ def build_catseg_decoder(preset: str = "vit_b16", **overrides) -> CATSegDecoder:
     """A :class:`CATSegDecoder` from a named preset of :data:`PRESETS`, with keyword overrides.
 
     ``"vit_b16"``: the official ViT-B/16 decoder (24×24 grid -> 96×96 logits, 4,668,641 trainable
-    parameters).  ``"tiny"``: a CPU-sized decoder for the toy world (8×8 grid -> 32×32 logits;
-    ``embed_dim = vision_width = 64``; override them to match your toy CLIP, e.g.
-    ``build_catseg_decoder("tiny", embed_dim=32, vision_width=48)``).
+    parameters).  ``"vit_l14"``: the official ViT-L/14@336 decoder (the same widths, fed by a
+    768-d joint space and 1024-wide vision blocks 7 and 15).  ``"tiny"``: a CPU-sized decoder for
+    the toy world (8×8 grid -> 32×32 logits; ``embed_dim = vision_width = 64``; override them to
+    match your toy CLIP, e.g. ``build_catseg_decoder("tiny", embed_dim=32, vision_width=48)``).
     """
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")

@@ -1,12 +1,14 @@
-r"""Five ways to fine-tune CLIP's attention, chosen by one value: ``mode``.
+r"""Six ways to fine-tune CLIP's attention, chosen by one value: ``mode``.
 
-Every mode leaves CLIP frozen and re-parametrises the attention weights of **every layer of both
-towers** (reference notes §0: the official CAT-Seg, HyperCLIP, HyRo and H-CLIP code all filter
-on ``"transformer"``, which covers both encoders):
+Every mode freezes CLIP's own weights.  Five of them re-parametrise the attention weights of
+**every layer of both towers** (the official CAT-Seg, HyperCLIP, HyRo and H-CLIP-style code all
+filter on ``"transformer"``, which covers both encoders); ``frozen`` trains nothing
+inside CLIP:
 
 ===============  ==========================================================================  =======================
 mode             what is trained (per attention layer)                                        source
 ===============  ==========================================================================  =======================
+``frozen``       nothing: CLIP computes exactly what the pretrained model computes            HyRo ablation (no S, no R)
 ``attention``    the Q and V weight matrices themselves (K, biases, out_proj stay frozen)     CAT-Seg (Cho et al.)
 ``hyperclip``    block Möbius scaling ``W' = log0(S ⊗_c exp0(W))`` row-wise, for Q, K and V    HyperCLIP (Peng et al.)
 ``rotation``     block Cayley rotation ``W' = log0(R · exp0(W))`` (no scaling)                 HyRo ablation
@@ -14,18 +16,23 @@ mode             what is trained (per attention layer)                          
 ``hclip``        block-orthogonal ``W_{q,k,v} R``, ``R_o W_o`` from one shared, mixed tensor   H-CLIP (Peng et al.)
 ===============  ==========================================================================  =======================
 
+``frozen`` is the "neither radius nor rotation" row of HyRo's 2×2 ablation (only the decoder
+trains).  It is *not* CAT-Seg's ``attention`` mode, which fine-tunes 20,447,232 numbers of CLIP on
+ViT-B/16; the two rows differ in the papers' tables (HyRo's ablation row 11.4 / 17.6 / 29.8 /
+56.2 / 94.8 / 75.9 against CAT-Seg's README row 12.0 / 19.0 / 31.8 / 57.5 / 94.6 / 77.3).
+
 The curvature is fixed per tower (``c_text``, ``c_vision``; curvature ``-c`` with ``c > 0``).
 Trainable parameter counts on ViT-B/16 (text 12 × 512, vision 12 × 768; tested):
-``attention`` 20,447,232; ``hyperclip`` 5,898,240 (128-blocks); ``rotation`` 11,796,480
-(256-blocks, full Θ); ``hyro`` 17,694,720; ``hclip`` 7,867,824 (128-blocks, the official
-relation) -- the official code's numbers (reference notes §1.2, §2.2, §3.2, §4.1).
+``frozen`` 0; ``attention`` 20,447,232; ``hyperclip`` 5,898,240 (128-blocks); ``rotation``
+11,796,480 (256-blocks, full Θ); ``hyro`` 17,694,720; ``hclip`` 7,867,824 (128-blocks, the
+official relation) -- the numbers the official code's modules hold.
 
 Mechanism: :meth:`hyro_edu.clip_model.ClipBackbone.register_qkv_adapter`
 (``torch.nn.utils.parametrize``): the frozen ``in_proj_weight`` stays in place and every forward
 pass -- ordinary, CAT-Seg's dense last layer, text -- uses the adapted weights.  H-CLIP also
 re-parametrises ``out_proj.weight``.  H-CLIP's blocks all come from one relation module; inside
 :meth:`Finetuning.shared_blocks` they are computed once and reused by every layer (the training
-model enters it once per forward pass).
+model enters it once per forward pass).  ``frozen`` registers nothing.
 """
 from __future__ import annotations
 
@@ -43,7 +50,7 @@ from .hyperspherical import HCLIPLayout, HCLIPRelation, oft_weight
 
 __all__ = ["MODES", "TOWERS", "FinetuneConfig", "Finetuning", "apply_finetuning"]
 
-MODES = ("attention", "hyperclip", "rotation", "hyro", "hclip")
+MODES = ("frozen", "attention", "hyperclip", "rotation", "hyro", "hclip")
 TOWERS = ("text", "visual")
 
 
@@ -53,8 +60,10 @@ class FinetuneConfig:
 
     ``c_text``/``c_vision``: curvature parameters (curvature ``-c``) of the hyperbolic modes; the
     official code runs 1.0 and 0.01, the HyRo paper states 0.01.  ``scale_block``/``rotation_block``:
-    block sizes of S and R (official 128 and 256).  ``margin``: ball projection after S,
-    ``"official"`` (1e-3) or ``"dtype"`` (``sqrt(eps)``).  ``hclip_block``: H-CLIP's block size
+    block sizes of S and R (official 128 and 256).  ``margin``: ``"official"``, the
+    released map with its constants (cap ``(1 - 1e-3)/sqrt(c)`` after S, no projection after exp0),
+    or ``"dtype"``, the package's variant (``sqrt(eps)`` margins; see
+    :mod:`hyro_edu.hyperbolic_adapter`).  ``hclip_block``: H-CLIP's block size
     (128); ``hclip_relation``: ``"official"``, ``"gated"``, ``"tproduct"`` or ``"none"``;
     ``hclip_vision_free``: how many of the last vision layers use free (non-orthogonal) blocks
     (``None``: all, as the HPS code runs).
@@ -182,8 +191,9 @@ class Finetuning(nn.Module):
 def apply_finetuning(backbone: ClipBackbone, config: FinetuneConfig) -> Finetuning:
     """Freeze ``backbone`` and re-parametrise its attention layers as ``config.mode`` says.
 
-    Returns the :class:`Finetuning` module that holds every trainable parameter (register it in
-    the model that trains, e.g. as an attribute).  The backbone's own parameters get
+    ``frozen`` only freezes (no adapter, 0 trainable parameters).  Returns the
+    :class:`Finetuning` module that holds every trainable parameter (register it in the model that
+    trains, e.g. as an attribute).  The backbone's own parameters get
     ``requires_grad=False``; a backbone that already carries adapters is rejected.
     """
     if not isinstance(backbone, ClipBackbone):
@@ -197,6 +207,8 @@ def apply_finetuning(backbone: ClipBackbone, config: FinetuneConfig) -> Finetuni
     backbone.requires_grad_(False)
     ft = Finetuning(config)
     mode = config.mode
+    if mode == "frozen":  # the decoder alone trains; CLIP is the pretrained model, unchanged
+        return ft
     if mode == "hclip":
         text_w, vis_w = backbone.width("text"), backbone.width("visual")
         layers = backbone.num_layers("text")

@@ -1,26 +1,33 @@
 r"""Training an open-vocabulary segmenter with Lightning: one code path, toy world or COCO-Stuff.
 
-The objective is CAT-Seg's (:func:`hyro_edu.catseg.catseg_loss`): per-class binary cross-entropy
-between the upsampled logits and one-hot targets over the *training* vocabulary,
+The objective is a pixel-wise loss between the upsampled logits and the labels over the
+*training* vocabulary,
 
 .. math::
-    \min_{\phi,\ \psi}\ \mathbb E_{(x, y)}\ \mathcal L_{\mathrm{BCE}}\big(
+    \min_{\phi,\ \psi}\ \mathbb E_{(x, y)}\ \mathcal L\big(
         \mathrm{CATSeg}_\psi(\mathrm{CLIP}_{\phi}(x),\ \mathrm{CLIP}_{\phi}(\text{names})),\ y\big),
 
-where :math:`\psi` is the decoder and :math:`\phi` the fine-tuning parameters of one of the five
-modes of :mod:`hyro_edu.finetune` (CLIP itself stays frozen).  The optimiser follows the official
-code (reference notes §0): AdamW with two learning-rate groups -- the decoder at ``lr`` and
-everything inside CLIP (the adapters) at ``lr × clip_lr_multiplier`` -- weight decay except on
-normalisation layers, gradient clipping of the full-model L2 norm, and a cosine schedule
-(detectron2's ``WarmupCosineLR``: :math:`\eta_t = \eta\,\tfrac12(1 + \cos(\pi t / T))` after a
-linear warm-up).  Mixed precision (``precision="bf16-mixed"`` or ``"16-mixed"``) runs CLIP and the
-decoder in half precision while the hyperbolic maps compute in fp32
-(:func:`hyro_edu.numerics.fp32_math`).
+where :math:`\psi` is the decoder and :math:`\phi` the fine-tuning parameters of one of the six
+modes of :mod:`hyro_edu.finetune` (CLIP's own weights stay frozen; ``frozen`` trains no
+:math:`\phi` at all), and :math:`\mathcal L` is chosen by ``loss``: ``"bce"``, CAT-Seg's per-class
+binary cross-entropy over all classes with ignored pixels as all-negative
+(:func:`hyro_edu.catseg.catseg_loss`, what the CAT-Seg, HyperCLIP and HyRo code trains with), or
+``"ce"``, the pixel-wise softmax cross-entropy that ignores label 255 which the HyRo paper states
+(:func:`hyro_edu.catseg.pixel_cross_entropy`).  The optimiser follows the official code
+(``train_net.py``'s ``build_optimizer`` and the released configs): AdamW with two learning-rate
+groups -- the decoder at ``lr`` and everything inside CLIP (the adapters) at
+``lr × clip_lr_multiplier`` -- weight decay except on normalisation layers, gradient clipping of the full-model L2 norm, and a cosine schedule (detectron2's
+``WarmupCosineLR``: :math:`\eta_t = \eta\,\tfrac12(1 + \cos(\pi t / T))` after a linear warm-up).
+Mixed precision (``precision="bf16-mixed"`` or ``"16-mixed"``) runs CLIP and the decoder in half
+precision while the hyperbolic maps compute in fp32 (:func:`hyro_edu.numerics.fp32_math`).
+``matmul_precision`` is passed to ``torch.set_float32_matmul_precision`` when :func:`train`
+starts (and restored when it returns): the official ``train_net.py`` sets ``"high"`` (TF32 matrix
+products on Ampere and newer GPUs; no effect on a CPU).
 
 Two presets fill every value a config leaves unset (``None``):
 
 ==========================  ==============================  ==================================
-value                       ``paper`` (HyRo paper, seed 000)  ``official`` (released code)
+value                       ``paper`` (HyRo paper)          ``official`` (released code)
 ==========================  ==============================  ==================================
 curvature ``c`` text/vision 0.01 / 0.01                       1.0 / 0.01
 block of S (hyro)           256                               128
@@ -28,19 +35,28 @@ block of R                  256                               256
 batch × iterations          8 × 40,000                        4 × 80,000
 adapter lr                  2e-4 ("hyperbolic lr")            2e-4 × mode multiplier
 CLIP-weight lr (attention)  1e-6                              2e-4 × 0.01 = 2e-6
+loss                        ``ce`` (softmax CE)               ``bce`` (CAT-Seg's BCE)
 ==========================  ==============================  ==================================
 
 The official multipliers are per released config: CAT-Seg 0.01, HyperCLIP 0.075, HyRo 0.025
-(also used for ``rotation``, HyRo's ablation), H-CLIP 0.01.  The paper states neither gradient
-clipping nor precision; the ``paper`` preset keeps the official values (clip 0.01, fp32).
+(also used for ``rotation``, HyRo's ablation), H-CLIP 0.01; ``frozen`` trains nothing inside CLIP,
+so its multiplier (defined in both presets) is read by no parameter.  The paper states neither
+gradient clipping, precision nor augmentation; the ``paper`` preset keeps the official values
+(clip 0.01, fp32 with ``matmul_precision="high"``, the augmentation below).
 
 Data: ``train_data="toy"`` trains on :class:`hyro_edu.toyworld.ToyPixelDataset` scenes of the
 *seen* classes with the seen names as vocabulary (pixels of no object are ignored, label 255, as
-the unlabelled pixels of the benchmarks are); ``"coco_stuff"`` trains on the
-prepared COCO-Stuff-171 train split with CAT-Seg's augmentation (shortest edge 384, random
-384² crop padded with label 255, photometric jitter, horizontal flip).  Evaluation on the toy world
-uses all 54 names and reports the mIoU over seen and over unseen classes (object pixels only); on the
-benchmarks it runs the official protocol (:func:`hyro_edu.segmentation_eval.evaluate`).
+the unlabelled pixels of the benchmarks are); ``"coco_stuff"`` trains on the prepared
+COCO-Stuff-171 train split with CAT-Seg's augmentation (:class:`CocoStuffTrainData`): shortest
+edge 384 (``train_resize``: ``"pil"``, the official uint8 PIL resize, or ``"torch"``, the earlier
+float resize), a random crop of at most 384², detectron2's ``ColorAugSSDTransform``
+(``color_aug="ssd"``; ``"legacy"`` is the earlier always-on stand-in, ``"none"`` switches it off),
+a horizontal flip and padding to 384² (pixel 128, label 255).  Evaluation on the toy world uses
+all 54 names and reports the mIoU over seen and over unseen classes (object pixels only); on the
+benchmarks it runs the official protocol (:func:`hyro_edu.segmentation_eval.evaluate`).  With
+``val_every`` the run also validates every ``val_every`` steps on ``val_data`` without the
+sliding window and with the training pooling (CAT-Seg's in-training validation, its issue #35),
+logging ``val/miou``.
 
 Runs live in ``$HYRO_EDU_CHECKPOINTS/<name>/`` (:func:`run_dir`): ``checkpoints/last.ckpt``
 (saved every ``checkpoint_every`` steps; holds only the trainable tensors, the optimiser,
@@ -50,16 +66,20 @@ and ``result.pt`` (the final trainable state and metrics, written atomically las
 :func:`train` loads ``result.pt`` when it exists ("load if present, else train"), resumes from
 ``last.ckpt`` after an interruption, and refuses to resume a run whose config differs.  The data
 stream depends only on ``(seed, step)``, so a resumed run sees the batches the uninterrupted run
-would have seen and ends with the same weights.
+would have seen and ends with the same weights.  Before a full run (not the toy world) starts,
+:func:`format_estimate` prints a time and memory estimate scaled from a *published* figure
+(HyperCLIP's training log), not from a measurement of ours.  One device only: ``devices > 1``
+(data parallelism) is not supported yet.
 
 Command line (defaults: the embedded toy config, no download)::
 
     python -m hyro_edu.seg_training                              # toy world, tiny CLIP, hyro
     python -m hyro_edu.seg_training --config official_vitb16 --set mode=hyperclip
+    python -m hyro_edu.seg_training --config official_vitb16 --estimate
     python -m hyro_edu.seg_training --config path/to/my.yaml --eval-only
 
-References: CAT-Seg (Cho et al., CVPR 2024); HyRo (seed 000); HyperCLIP and H-CLIP (seeds 001, 004);
-reference notes ``ovss-hyro-hyperclip-hclip-catseg.md`` §0, §2.3, §4.3-4.4.
+References: CAT-Seg (Cho et al., CVPR 2024); HyRo (Truong et al., CVPR 2026 workshops), HyperCLIP
+and H-CLIP (Peng et al., CVPR 2025); detectron2 (``ColorAugSSDTransform``, ``ResizeShortestEdge``).
 """
 from __future__ import annotations
 
@@ -84,26 +104,39 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import _lightning, paths
-from .catseg import catseg_loss
+from .catseg import LOSSES, segmentation_loss
 from .clip_model import OPENAI_MEAN, OPENAI_STD, TINY_CLIP_NAME, TINY_PRETRAINED, load_clip
 from .finetune import MODES, FinetuneConfig
-from .seg_model import OpenVocabSegmenter, build_segmenter
+from .seg_model import PROMPT_ENSEMBLES, OpenVocabSegmenter, build_segmenter
 from .segmentation_eval import MeanIoU
 from .toyworld import BACKGROUND, ToyPixelDataset, ToyTransform, ToyWorld
 
 __all__ = [
     "PRESETS",
     "OFFICIAL_CLIP_MULTIPLIERS",
+    "PAPER_CLIP_MULTIPLIERS",
+    "COLOR_AUGS",
+    "TRAIN_RESIZES",
+    "PUBLISHED_STEP_REFERENCE",
     "SegTrainConfig",
     "available_configs",
     "load_config",
     "run_dir",
+    "load_result",
+    "estimate_run",
+    "format_estimate",
     "cosine_lambda",
     "parameter_groups",
     "ResumableSampler",
     "ToySegmentationData",
+    "shortest_edge_size",
+    "resize_for_training",
+    "rgb_to_hsv_opencv",
+    "hsv_to_rgb_opencv",
+    "ColorAugSSD",
     "CocoStuffTrainData",
     "SegmentationTask",
+    "build_model",
     "build_task",
     "evaluate_toy",
     "evaluate_benchmarks",
@@ -114,18 +147,45 @@ __all__ = [
 ]
 
 
-#: CLIP-side learning-rate multipliers of the released configs, by mode (reference notes §0).
-OFFICIAL_CLIP_MULTIPLIERS = {"attention": 0.01, "hyperclip": 0.075, "rotation": 0.025, "hyro": 0.025, "hclip": 0.01}
+#: CLIP-side learning-rate multipliers of the released configs (``SOLVER.CLIP_MULTIPLIER``).
+#: ``frozen`` trains no CLIP-side parameter: its value (HyRo's, whose ablation it is) is read by
+#: none.
+OFFICIAL_CLIP_MULTIPLIERS = {"frozen": 0.025, "attention": 0.01, "hyperclip": 0.075,
+                             "rotation": 0.025, "hyro": 0.025, "hclip": 0.01}
 #: HyRo paper: adapters ("hyperbolic lr") at 2e-4 = lr, CLIP weights at 1e-6 = lr × 0.005.
-PAPER_CLIP_MULTIPLIERS = {"attention": 0.005, "hyperclip": 1.0, "rotation": 1.0, "hyro": 1.0, "hclip": 1.0}
+#: ``frozen``: defined, read by no parameter.
+PAPER_CLIP_MULTIPLIERS = {"frozen": 1.0, "attention": 0.005, "hyperclip": 1.0, "rotation": 1.0,
+                          "hyro": 1.0, "hclip": 1.0}
+#: ``color_aug`` values: detectron2's ``ColorAugSSDTransform`` (official), the earlier always-on
+#: stand-in, or none.
+COLOR_AUGS = ("ssd", "legacy", "none")
+#: ``train_resize`` values: PIL's bilinear resize of the uint8 image (detectron2's
+#: ``ResizeShortestEdge``, official) or the earlier float ``F.interpolate`` without antialiasing.
+TRAIN_RESIZES = ("pil", "torch")
+_MATMUL_PRECISIONS = ("highest", "high", "medium")
+_PROMPT_ENSEMBLES = tuple(PROMPT_ENSEMBLES)
 
-#: What each preset fills in for the values a config leaves unset.
+#: What each preset fills in for the values a config leaves unset.  The paper states no
+#: augmentation or matmul precision: both presets keep the official code's.
 PRESETS: dict[str, dict] = {
-    "paper": dict(c_text=0.01, c_vision=0.01, scale_block={"hyro": 256}, rotation_block=256, hclip_block=128,
-                  batch_size=8, max_steps=40_000, clip_lr_multiplier=PAPER_CLIP_MULTIPLIERS),
+    "paper": dict(c_text=0.01, c_vision=0.01, scale_block={"hyro": 256}, rotation_block=256,
+                  hclip_block=128, batch_size=8, max_steps=40_000,
+                  clip_lr_multiplier=PAPER_CLIP_MULTIPLIERS, loss="ce", color_aug="ssd",
+                  train_resize="pil", matmul_precision="high"),
     "official": dict(c_text=1.0, c_vision=0.01, scale_block=128, rotation_block=256, hclip_block=128,
-                     batch_size=4, max_steps=80_000, clip_lr_multiplier=OFFICIAL_CLIP_MULTIPLIERS),
+                     batch_size=4, max_steps=80_000, clip_lr_multiplier=OFFICIAL_CLIP_MULTIPLIERS,
+                     loss="bce", color_aug="ssd", train_resize="pil", matmul_precision="high"),
 }
+
+#: The one published training-speed figure for this model family: HyperCLIP's committed training
+#: log (``output/log.txt`` of the official HyperCLIP repository; a 31-iteration check run):
+#: ViT-B/16 at 384², mode ``hyperclip``, 4 × RTX 3090 with one image each (batch 4), fp32.
+#: A published reference, not a measurement of this package.
+PUBLISHED_STEP_REFERENCE = dict(
+    source="HyperCLIP training log (official repository, output/log.txt)", model="ViT-B-16",
+    mode="hyperclip", gpus=4, gpu="RTX 3090", batch_size=4, seconds_per_step=0.587,
+    memory_mib_per_gpu=14_951,
+)
 _DEFAULT_SCALE_BLOCK = 128
 _PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 _BENCHMARKS = ("coco_stuff", "ade20k_150", "ade20k_847", "pascal_context_59", "pascal_context_459", "voc20", "voc20b")
@@ -142,15 +202,29 @@ class SegTrainConfig:
     preset : ``"paper"`` or ``"official"`` (see the module docstring).
     mode : one of :data:`hyro_edu.finetune.MODES`.
     model, pretrained : :func:`hyro_edu.clip_model.load_clip` arguments (``"hyro-tiny"`` /
-        ``"toyworld"``: the tiny CLIP pretrained on the toy world; ``"ViT-B-16"`` / ``"openai"``).
-    image_size : training crop side in pixels, a multiple of the patch size.
+        ``"toyworld"``: the tiny CLIP pretrained on the toy world; ``"ViT-B-16"`` / ``"openai"``;
+        ``"ViT-L-14-336"`` / ``"openai"``; ``pretrained: null`` for random weights).
+    image_size : training crop side in pixels (a multiple of the patch size unless
+        ``clip_resolution`` is set).
+    clip_resolution : side the crops are resized to before CLIP (CAT-Seg's ``clip_resolution``:
+        336 for ViT-L/14@336 with 384 crops); ``None``: the crop itself.
+    prompt_ensemble : ``"single"`` (CAT-Seg's one template, P = 1, the released configs) or
+        ``"imagenet"`` (the 80 CLIP ImageNet templates, P = 80).
     c_text, c_vision, scale_block, rotation_block, hclip_block : fine-tuning geometry.
     train_data : ``"toy"`` or ``"coco_stuff"``;  eval_data : list of ``"toy"`` or benchmark keys.
     batch_size, max_steps, lr, clip_lr_multiplier, weight_decay, grad_clip, warmup_steps,
         precision : the solver (``precision`` one of ``"32-true"``, ``"bf16-mixed"``, ``"16-mixed"``).
-    exclude_ignored : :func:`~hyro_edu.catseg.catseg_loss` option (False = official).
+    matmul_precision : ``torch.set_float32_matmul_precision`` during :func:`train` (``"high"``:
+        TF32 on Ampere+, as the official ``train_net.py``; ``"highest"``: exact fp32).
+    loss : ``"bce"`` (CAT-Seg's code) or ``"ce"`` (the HyRo paper); see the module docstring.
+    exclude_ignored : :func:`~hyro_edu.catseg.catseg_loss` option (False = official; BCE only).
+    color_aug, train_resize : COCO-Stuff augmentation switches (:data:`COLOR_AUGS`,
+        :data:`TRAIN_RESIZES`; :class:`CocoStuffTrainData`).
     toy_objects, toy_eval_images : objects per toy training image; toy evaluation images.
     eval_limit : evaluate on at most this many images per benchmark (None: all).
+    val_every, val_data, val_limit : validate every ``val_every`` steps (None: never) on
+        ``val_data`` (``"toy"`` or a benchmark key; the COCO-Stuff val split by default), at most
+        ``val_limit`` images, without the sliding window (CAT-Seg's in-training validation).
     checkpoint_every : steps between checkpoints;  seed : initialisation and data seed.
     num_workers : data-loader workers;  progress : show a progress bar.
     """
@@ -161,6 +235,8 @@ class SegTrainConfig:
     model: str = TINY_CLIP_NAME
     pretrained: Optional[str] = TINY_PRETRAINED
     image_size: int = 64
+    clip_resolution: Optional[int] = None
+    prompt_ensemble: str = "single"
     c_text: Optional[float] = None
     c_vision: Optional[float] = None
     scale_block: Optional[int] = None
@@ -176,10 +252,17 @@ class SegTrainConfig:
     grad_clip: Optional[float] = 0.01
     warmup_steps: int = 0
     precision: str = "32-true"
+    matmul_precision: Optional[str] = None
+    loss: Optional[str] = None
     exclude_ignored: bool = False
+    color_aug: Optional[str] = None
+    train_resize: Optional[str] = None
     toy_objects: tuple = (1, 3)
     toy_eval_images: int = 200
     eval_limit: Optional[int] = None
+    val_every: Optional[int] = None
+    val_data: str = "coco_stuff"
+    val_limit: Optional[int] = None
     checkpoint_every: int = 1000
     seed: int = 0
     num_workers: int = 0
@@ -203,13 +286,30 @@ class SegTrainConfig:
                 raise ValueError(f"eval_data entries must be 'toy' or one of {_BENCHMARKS}, got {key!r}")
         if self.precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {_PRECISIONS}, got {self.precision!r}")
+        for field_name, allowed in (("matmul_precision", _MATMUL_PRECISIONS), ("loss", LOSSES),
+                                    ("color_aug", COLOR_AUGS), ("train_resize", TRAIN_RESIZES)):
+            value = getattr(self, field_name)
+            if value is not None and value not in allowed:
+                raise ValueError(
+                    f"{field_name} must be one of {allowed} or null (the preset's), got {value!r}"
+                )
+        if self.prompt_ensemble not in _PROMPT_ENSEMBLES:
+            raise ValueError(
+                f"prompt_ensemble must be one of {_PROMPT_ENSEMBLES}, got {self.prompt_ensemble!r}"
+            )
+        if self.val_data != "toy" and self.val_data not in _BENCHMARKS:
+            raise ValueError(
+                f"val_data must be 'toy' or one of {_BENCHMARKS}, got {self.val_data!r}"
+            )
         _int_at_least(self.image_size, "image_size", 16)
         _int_at_least(self.warmup_steps, "warmup_steps", 0)
         _int_at_least(self.toy_eval_images, "toy_eval_images", 1)
         _int_at_least(self.checkpoint_every, "checkpoint_every", 1)
         _int_at_least(self.seed, "seed", 0)
         _int_at_least(self.num_workers, "num_workers", 0)
-        for field_name in ("batch_size", "max_steps", "scale_block", "rotation_block", "hclip_block", "eval_limit"):
+        for field_name in ("batch_size", "max_steps", "scale_block", "rotation_block",
+                           "hclip_block", "eval_limit", "clip_resolution", "val_every",
+                           "val_limit"):
             if getattr(self, field_name) is not None:
                 _int_at_least(getattr(self, field_name), field_name, 1)
         for field_name in ("c_text", "c_vision", "clip_lr_multiplier"):
@@ -257,9 +357,11 @@ class SegTrainConfig:
         return d
 
     def key(self) -> str:
-        """A hash of everything that changes the trained weights (not ``name``, ``eval_*``, ``progress``...)."""
+        """A hash of everything that changes the trained weights (not ``name``, ``eval_*``,
+        ``val_*``, ``progress``...)."""
         d = self.resolved().to_dict()
-        for k in ("name", "eval_data", "toy_eval_images", "eval_limit", "checkpoint_every", "num_workers", "progress"):
+        for k in ("name", "eval_data", "toy_eval_images", "eval_limit", "checkpoint_every",
+                  "num_workers", "progress", "val_every", "val_data", "val_limit"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -318,6 +420,78 @@ def load_config(config: Union[str, Path, None] = None, overrides: Optional[Union
 def run_dir(config: SegTrainConfig, root: Optional[Union[str, Path]] = None) -> Path:
     """``<root>/<config.name>``; ``root`` defaults to ``$HYRO_EDU_CHECKPOINTS``."""
     return (Path(root) if root is not None else paths.checkpoint_dir()) / config.name
+
+
+def load_result(config: SegTrainConfig, root: Optional[Union[str, Path]] = None) -> Optional[dict]:
+    """The finished run of ``config`` (its ``result.pt``, ``loaded=True``), or ``None`` when there
+    is none.  Never trains; raises ``ValueError`` when the run directory holds another config's
+    run."""
+    config = config.resolved()
+    path = run_dir(config, root) / "result.pt"
+    if not path.is_file():
+        return None
+    result = torch.load(path, map_location="cpu", weights_only=False)
+    if result.get("key") != config.key():
+        raise ValueError(
+            f"{path} holds a run of a different config; choose another name (config.name) "
+            "or pass retrain=True to train() to overwrite it"
+        )
+    result["loaded"] = True
+    return result
+
+
+def estimate_run(config: SegTrainConfig) -> dict:
+    """Time and memory of ``config`` scaled from :data:`PUBLISHED_STEP_REFERENCE` (a published
+    figure for ViT-B/16 ``hyperclip`` on 4 × RTX 3090, not a measurement of ours).
+
+    ``reference_steps`` = ``max_steps × batch_size / 4`` steps of the reference's 4 images;
+    ``hours`` = those steps × 0.587 s on the reference's 4 GPUs; ``gpu_hours`` = 4 × ``hours``;
+    ``memory_mib_per_gpu`` = 14,951 MiB (the log's ``max_mem``) with one image per GPU.
+    ``caveats`` lists what the figure does not cover for this config (another mode or backbone,
+    P > 1, one device for the batch).
+    """
+    c = config.resolved()
+    ref = PUBLISHED_STEP_REFERENCE
+    steps = c.max_steps * c.batch_size / ref["batch_size"]
+    hours = steps * ref["seconds_per_step"] / 3600
+    caveats = []
+    if c.mode != ref["mode"]:
+        caveats.append(f"the figure is for mode {ref['mode']!r}, this run trains {c.mode!r} "
+                       "(a different step cost)")
+    if c.model != ref["model"]:
+        caveats.append(f"the figure is for {ref['model']}, this run uses {c.model}")
+    if c.prompt_ensemble != "single":
+        p = len(PROMPT_ENSEMBLES[c.prompt_ensemble])
+        caveats.append(f"P = {p} templates: the text tower encodes {p} times more prompts a step")
+    caveats.append("this trainer runs on one device (devices > 1 is not supported yet), so one "
+                   f"GPU holds all {c.batch_size} images of a step: expect more memory than the "
+                   "figure's one image per GPU")
+    return dict(reference=ref, reference_steps=steps, hours=hours, gpu_hours=hours * ref["gpus"],
+                memory_mib_per_gpu=ref["memory_mib_per_gpu"], caveats=caveats)
+
+
+def _duration(hours: float) -> str:
+    return f"{hours:.1f} h" if hours >= 1 else f"{60 * hours:.1f} min"
+
+
+def format_estimate(config: SegTrainConfig) -> str:
+    """:func:`estimate_run` as the lines :func:`train` prints before a full run."""
+    e = estimate_run(config)
+    ref = e["reference"]
+    c = config.resolved()
+    lines = [
+        f"estimate for {c.name!r} ({c.mode}, {c.max_steps:,} steps x batch {c.batch_size}) -- "
+        "scaled from a PUBLISHED reference, not our measurement:",
+        f"  reference: {ref['source']}: {ref['model']} {ref['mode']}, "
+        f"{ref['gpus']} x {ref['gpu']}, batch {ref['batch_size']}: "
+        f"{ref['seconds_per_step']} s/step, "
+        f"max_mem {ref['memory_mib_per_gpu']:,} MiB "
+        f"({ref['memory_mib_per_gpu'] / 1024:.1f} GiB) per GPU",
+        f"  this run: about {_duration(e['hours'])} on {ref['gpus']} such GPUs "
+        f"({_duration(e['gpu_hours'])} of GPU time)",
+    ]
+    lines += [f"  caveat: {text}" for text in e["caveats"]]
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------
@@ -431,37 +605,269 @@ class ToySegmentationData(Dataset):
         return {"image": sample["image"], "label": self._lut[sample["mask"].long()]}
 
 
-class CocoStuffTrainData(Dataset):
-    """COCO-Stuff-171 training crops with CAT-Seg's augmentation (reference notes §4.3).
+# ----------------------------------------------------------------------------
+# COCO-Stuff augmentation, as detectron2 runs it for CAT-Seg
+# ----------------------------------------------------------------------------
+def shortest_edge_size(height: int, width: int, size: int, max_size: int) -> tuple[int, int]:
+    """``(new_height, new_width)`` of detectron2's ``ResizeShortestEdge``: the shorter side becomes
+    ``size`` unless the longer would exceed ``max_size`` (then the longer becomes ``max_size``);
+    both rounded half up (``int(x + 0.5)``)."""
+    scale = size / min(height, width)
+    new_h, new_w = (size, scale * width) if height < width else (scale * height, size)
+    if max(new_h, new_w) > max_size:
+        shrink = max_size / max(new_h, new_w)
+        new_h, new_w = new_h * shrink, new_w * shrink
+    return int(new_h + 0.5), int(new_w + 0.5)
 
-    Shortest edge resized to ``size`` (longest at most 1333), a random ``size × size`` crop (padding
-    with pixel 128 and label 255), photometric jitter (brightness ±32, contrast and saturation
-    ×[0.5, 1.5], a stand-in for detectron2's ``ColorAugSSD``) and a horizontal flip, each drawn from
-    ``(seed, position)``.  Images come out normalised with ``mean``/``std`` (0-1 scale).
+
+def resize_for_training(image: torch.Tensor, label: torch.Tensor, size: int = 384,
+                        max_size: int = 1333, *, method: str = "pil"
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize a uint8 ``image (3, H, W)`` and its ``label (H, W)`` so the shorter side is ``size``.
+
+    ``method="pil"`` (official): the image as detectron2's ``ResizeTransform`` resizes a uint8
+    array, with PIL's bilinear filter (antialiased when shrinking, rounded to uint8); the label as
+    it resizes CAT-Seg's label, which the mapper reads as float64:
+    ``F.interpolate(mode="nearest")``, i.e. source index ``floor(i · H / H')`` -- *not* PIL's
+    nearest, which samples pixel centres, ``floor((i + 0.5) · H / H')``.  Returns
+    ``(uint8 image, int64 label)`` at :func:`shortest_edge_size`.
+
+    ``method="torch"`` (the earlier stand-in): a float bilinear ``F.interpolate`` without
+    antialiasing and without rounding, the size rounded with Python's ``round``; returns a float
+    image.
+    """
+    if method not in TRAIN_RESIZES:
+        raise ValueError(f"method must be one of {TRAIN_RESIZES}, got {method!r}")
+    h, w = label.shape
+    if method == "torch":
+        scale = min(size / min(h, w), max_size / max(h, w))
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        out = F.interpolate(image.float()[None], size=(nh, nw), mode="bilinear",
+                            align_corners=False)[0]
+        lab = F.interpolate(label[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].long()
+        return out, lab
+    from PIL import Image  # a dependency of matplotlib and of segmentation_data
+
+    if image.dtype != torch.uint8:
+        raise ValueError(
+            f"image must be a uint8 tensor (3, H, W) for method='pil', got {image.dtype}"
+        )
+    nh, nw = shortest_edge_size(h, w, size, max_size)
+    pil = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
+    pil = pil.resize((nw, nh), Image.BILINEAR)
+    out = torch.from_numpy(np.array(pil)).permute(2, 0, 1).contiguous()
+    lab = F.interpolate(label[None, None].double(), size=(nh, nw), mode="nearest")[0, 0].long()
+    return out, lab
+
+
+def rgb_to_hsv_opencv(rgb: np.ndarray) -> np.ndarray:
+    r"""OpenCV's ``cvtColor(RGB2HSV)`` on uint8 ``(..., 3)`` arrays, in OpenCV's 8-bit units.
+
+    .. math::
+        V = \max(R, G, B),\quad S = 255\,\frac{V - \min}{V},\quad
+        H = \tfrac12\,\mathrm{hue}^\circ \in [0, 180),
+
+    computed in OpenCV's fixed point (12 fractional bits, its ``sdiv``/``hdiv`` tables), so the
+    integers are OpenCV's own.  Returns uint8 ``(..., 3)`` (H, S, V).
+    """
+    x = np.asarray(rgb)
+    if x.dtype != np.uint8 or x.shape[-1] != 3:
+        raise ValueError(f"rgb must be a uint8 array (..., 3), got {x.dtype} {x.shape}")
+    r, g, b = (x[..., i].astype(np.int64) for i in range(3))
+    v = np.maximum(np.maximum(r, g), b)
+    diff = v - np.minimum(np.minimum(r, g), b)
+    shift = 12
+    # OpenCV's tables: round((255 << 12) / v) and round((180 << 12) / (6 diff)), 0 at 0
+    sdiv = np.where(v > 0, np.floor((255 << shift) / np.maximum(v, 1) + 0.5), 0)
+    hdiv = np.where(diff > 0, np.floor((180 << shift) / (6.0 * np.maximum(diff, 1)) + 0.5), 0)
+    sdiv, hdiv = sdiv.astype(np.int64), hdiv.astype(np.int64)
+    s = (diff * sdiv + (1 << (shift - 1))) >> shift
+    num = np.where(v == r, g - b, np.where(v == g, b - r + 2 * diff, r - g + 4 * diff))
+    h = (num * hdiv + (1 << (shift - 1))) >> shift  # arithmetic shift: floor, as in C
+    h = np.where(h < 0, h + 180, h)
+    return np.stack([np.clip(h, 0, 255), s, v], axis=-1).astype(np.uint8)
+
+
+def hsv_to_rgb_opencv(hsv: np.ndarray) -> np.ndarray:
+    """OpenCV's ``cvtColor(HSV2RGB)`` on uint8 ``(..., 3)`` arrays (H in [0, 180), S and V in
+    [0, 255]): float32 arithmetic with the sector table of :func:`rgb_to_hsv_opencv`'s inverse,
+    then ``× 255`` and truncation to uint8, as OpenCV 4's vectorised loop does (its scalar loop,
+    which handles the last few pixels of a call, rounds instead: a difference of at most 1 there).
+    """
+    x = np.asarray(hsv)
+    if x.dtype != np.uint8 or x.shape[-1] != 3:
+        raise ValueError(f"hsv must be a uint8 array (..., 3), got {x.dtype} {x.shape}")
+    f32 = np.float32
+    one = f32(1.0)
+    h = x[..., 0].astype(f32) * (f32(6.0) / f32(180.0))
+    s = x[..., 1].astype(f32) * (one / f32(255.0))
+    v = x[..., 2].astype(f32) * (one / f32(255.0))
+    pre = np.trunc(h)
+    frac = h - pre
+    sector = pre - f32(6.0) * np.trunc(pre * (one / f32(6.0)))
+    tab = [v, v * (one - s), v * (one - s * frac), v * (one - s * (one - frac))]
+    # which table entry each sector takes for R, G and B (OpenCV's sector_data, RGB order)
+    order = {"r": (0, 2, 1, 1, 3, 0), "g": (3, 0, 0, 2, 1, 1), "b": (1, 1, 3, 0, 0, 2)}
+    out = []
+    for channel in ("r", "g", "b"):
+        value = np.zeros_like(v)
+        for k, entry in enumerate(order[channel]):
+            value = np.where(sector == k, tab[entry], value)
+        out.append(np.clip(np.trunc(value * f32(255.0)), 0, 255))
+    return np.stack(out, axis=-1).astype(np.uint8)
+
+
+class ColorAugSSD:
+    """detectron2's ``ColorAugSSDTransform`` (the SSD photometric distortion) on uint8 RGB images.
+
+    In this order, each step applied with probability 1/2 and saved as uint8 after it (values
+    clipped to [0, 255] and truncated):
+
+    1. brightness: add ``δ ~ U(-32, 32)`` to every channel;
+    2. a fair coin chooses ``contrast, saturation, hue`` or ``saturation, hue, contrast``:
+
+       * contrast: multiply every channel by ``α ~ U(0.5, 1.5)`` (no mean-centring);
+       * saturation: in OpenCV's HSV (:func:`rgb_to_hsv_opencv`), multiply S by
+         ``α ~ U(0.5, 1.5)``;
+       * hue: in OpenCV's HSV, ``H ← (H + k) mod 180`` with an integer ``k`` uniform in
+         ``[-18, 18]`` (OpenCV's 8-bit hue unit is 2°, so up to ±36°).
+
+    :meth:`draw` returns the random choices as a plan (``None`` for a skipped step) and
+    :meth:`apply` applies a plan, so a test can check the order and each step on its own.
+    Reference: detectron2 ``projects/PointRend/point_rend/color_augmentation.py`` (which CAT-Seg's
+    ``MaskFormerSemanticDatasetMapper`` uses with ``COLOR_AUG_SSD: True``); Liu et al., SSD (2016).
     """
 
-    def __init__(self, size: int = 384, *, root=None, seed: int = 0, mean=None, std=None):
-        from .segmentation_data import SegmentationBenchmark  # only for the full recipe
+    def __init__(self, brightness_delta: float = 32, contrast=(0.5, 1.5), saturation=(0.5, 1.5),
+                 hue_delta: int = 18):
+        self.brightness_delta = float(brightness_delta)
+        self.contrast, self.saturation = tuple(contrast), tuple(saturation)
+        self.hue_delta = int(hue_delta)
 
-        self.data = SegmentationBenchmark("coco_stuff", "train", root=root)
+    def draw(self, rng: np.random.Generator) -> dict:
+        """One random plan: ``brightness`` (δ or None), ``contrast_first`` (bool), ``contrast``,
+        ``saturation`` (α or None), ``hue`` (k or None)."""
+        plan = {"brightness": float(rng.uniform(-self.brightness_delta, self.brightness_delta))
+                if rng.integers(2) else None}
+        plan["contrast_first"] = bool(rng.integers(2))
+        plan["contrast"] = float(rng.uniform(*self.contrast)) if rng.integers(2) else None
+        plan["saturation"] = float(rng.uniform(*self.saturation)) if rng.integers(2) else None
+        hue = int(rng.integers(-self.hue_delta, self.hue_delta + 1))
+        plan["hue"] = hue if rng.integers(2) else None
+        return plan
+
+    @staticmethod
+    def _affine(x: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+        # detectron2's convert(): float32 arithmetic, clip, then a truncating cast to uint8
+        y = x.astype(np.float32) * np.float32(alpha) + np.float32(beta)
+        return np.clip(y, 0, 255).astype(np.uint8)
+
+    def brightness(self, img: np.ndarray, delta: float) -> np.ndarray:
+        return self._affine(img, beta=delta)
+
+    def contrast_(self, img: np.ndarray, alpha: float) -> np.ndarray:
+        return self._affine(img, alpha=alpha)
+
+    def saturation_(self, img: np.ndarray, alpha: float) -> np.ndarray:
+        hsv = rgb_to_hsv_opencv(img)
+        hsv[..., 1] = self._affine(hsv[..., 1], alpha=alpha)
+        return hsv_to_rgb_opencv(hsv)
+
+    def hue_(self, img: np.ndarray, shift: int) -> np.ndarray:
+        hsv = rgb_to_hsv_opencv(img)
+        hsv[..., 0] = (hsv[..., 0].astype(np.int64) + shift) % 180
+        return hsv_to_rgb_opencv(hsv)
+
+    def apply(self, img: np.ndarray, plan: dict) -> np.ndarray:
+        """``img`` uint8 ``(H, W, 3)`` RGB after the steps of ``plan`` (see :meth:`draw`)."""
+        if plan["brightness"] is not None:
+            img = self.brightness(img, plan["brightness"])
+        steps = [("contrast", self.contrast_), ("saturation", self.saturation_),
+                 ("hue", self.hue_)]
+        if not plan["contrast_first"]:
+            steps = steps[1:] + steps[:1]
+        for key, op in steps:
+            if plan[key] is not None:
+                img = op(img, plan[key])
+        return img
+
+    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.apply(img, self.draw(rng))
+
+
+class CocoStuffTrainData(Dataset):
+    """COCO-Stuff-171 training crops with CAT-Seg's augmentation (its
+    ``MaskFormerSemanticDatasetMapper``).
+
+    Official (``color_aug="ssd"``, ``resize="pil"``), in detectron2's order: shortest edge to
+    ``size`` with the longest at most 1333 (:func:`resize_for_training`), a random crop of
+    ``min(size, H) × min(size, W)``, :class:`ColorAugSSD`, a horizontal flip with probability 1/2,
+    and padding at the bottom and right to ``size × size`` (pixel 128, label 255).
+    ``color_aug="none"`` skips the colour step.  ``color_aug="legacy"`` is the earlier stand-in:
+    pad first, then crop, an always-on jitter (brightness ±32, mean-centred contrast and a
+    grey-blend saturation in ×[0.5, 1.5], no hue) on float pixels, then the flip; with
+    ``resize="torch"`` it reproduces the earlier data exactly.  Every random choice is drawn from
+    ``(seed, position)``.  Images come out normalised with ``mean``/``std`` (0-1 scale).
+    ``dataset`` replaces the prepared COCO-Stuff train split (anything with uint8 ``image``
+    samples, ``label``, ``ignore_index`` and ``prompt_names``; the tests use small ones).
+    """
+
+    def __init__(self, size: int = 384, *, root=None, seed: int = 0, mean=None, std=None,
+                 color_aug: str = "ssd", resize: str = "pil", max_size: int = 1333, dataset=None):
+        if color_aug not in COLOR_AUGS:
+            raise ValueError(f"color_aug must be one of {COLOR_AUGS}, got {color_aug!r}")
+        if resize not in TRAIN_RESIZES:
+            raise ValueError(f"resize must be one of {TRAIN_RESIZES}, got {resize!r}")
+        if dataset is None:
+            from .segmentation_data import SegmentationBenchmark  # only for the full recipe
+
+            dataset = SegmentationBenchmark("coco_stuff", "train", root=root)
+        self.data = dataset
         self.vocabulary = tuple(self.data.prompt_names)
-        self.size, self.seed = int(size), int(seed)
+        self.size, self.seed, self.max_size = int(size), int(seed), int(max_size)
+        self.color_aug, self.resize = color_aug, resize
+        self.ssd = ColorAugSSD()
         self.mean = torch.tensor(mean or OPENAI_MEAN).view(3, 1, 1)
         self.std = torch.tensor(std or OPENAI_STD).view(3, 1, 1)
 
     def __len__(self) -> int:
         return len(self.data)
 
+    def _normalise(self, image: torch.Tensor) -> torch.Tensor:
+        return (image.float().clamp(0, 255) / 255.0 - self.mean) / self.std
+
     def __getitem__(self, item) -> dict:
         index, position = item if isinstance(item, tuple) else (item, item)
         sample = self.data[index]
-        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, 11, position]).generate_state(1)[0]))
-        image, label = sample["image"].float(), sample["label"]
+        image, label = resize_for_training(sample["image"], sample["label"], self.size,
+                                           self.max_size, method=self.resize)
+        if self.color_aug == "legacy":
+            return self._legacy(image, label, position)
+        rng = np.random.default_rng([self.seed, 11, position])
+        size, ignore = self.size, self.data.ignore_index
         h, w = label.shape
-        scale = min(self.size / min(h, w), 1333 / max(h, w))
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
-        label = F.interpolate(label[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].long()
+        ch, cw = min(size, h), min(size, w)
+        top, left = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+        image = image[:, top: top + ch, left: left + cw]
+        label = label[top: top + ch, left: left + cw]
+        if self.color_aug == "ssd":
+            if image.dtype != torch.uint8:  # resize="torch" gives float pixels: round them first
+                image = image.round().clamp(0, 255).to(torch.uint8)
+            hwc = self.ssd(image.permute(1, 2, 0).contiguous().numpy(), rng)
+            image = torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1)
+        if rng.random() < 0.5:
+            image, label = image.flip(-1), label.flip(-1)
+        ph, pw = size - ch, size - cw
+        if ph or pw:  # detectron2 pads after the augmentation, at the bottom and the right
+            image = F.pad(image.float(), (0, pw, 0, ph), value=128.0)
+            label = F.pad(label, (0, pw, 0, ph), value=ignore)
+        return {"image": self._normalise(image), "label": label.contiguous()}
+
+    def _legacy(self, image: torch.Tensor, label: torch.Tensor, position: int) -> dict:
+        """The earlier stand-in (kept for comparison): pad, crop, always-on jitter, flip."""
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, 11, position]).generate_state(1)[0]))
+        image = image.float()
+        nh, nw = label.shape
         ph, pw = max(0, self.size - nh), max(0, self.size - nw)
         if ph or pw:
             image = F.pad(image, (0, pw, 0, ph), value=128.0)
@@ -478,34 +884,39 @@ class CocoStuffTrainData(Dataset):
         image = (image - grey) * (0.5 + u[2]) + grey
         if u[3] < 0.5:
             image, label = image.flip(-1), label.flip(-1)
-        image = (image.clamp(0, 255) / 255.0 - self.mean) / self.std
-        return {"image": image, "label": label}
+        return {"image": self._normalise(image), "label": label}
 
 
 # ----------------------------------------------------------------------------
 # the Lightning module
 # ----------------------------------------------------------------------------
 class SegmentationTask(L.LightningModule):
-    """Lightning wrapper: CAT-Seg loss on the training vocabulary, the official optimiser.
+    """Lightning wrapper: the configured loss on the training vocabulary, the official optimiser,
+    and (with ``val_every``) CAT-Seg's in-training validation.
 
     Checkpoints hold only the trainable tensors (``segmenter.trainable_state_dict()``), plus the
     optimiser, scheduler and config (as hyper-parameters).  Loading a checkpoint checks that its
-    tensors are exactly this model's trainable set.
+    tensors are exactly this model's trainable set.  ``validations`` lists ``(step, mIoU)`` of the
+    validations this process ran.
     """
 
-    def __init__(self, segmenter: OpenVocabSegmenter, config: SegTrainConfig, vocabulary: Sequence[str]):
+    def __init__(self, segmenter: OpenVocabSegmenter, config: SegTrainConfig,
+                 vocabulary: Sequence[str], *, data_root=None):
         super().__init__()
         self.segmenter = segmenter
         self.config = config.resolved()
         self.vocabulary = tuple(vocabulary)
+        self.data_root = data_root
         self.strict_loading = False  # checkpoints hold the trainable tensors only (checked below)
         self.save_hyperparameters({"config": self.config.to_dict(), "key": self.config.key()})
         self.losses: list[float] = []
+        self.validations: list[tuple[int, float]] = []
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self.segmenter(batch["image"], self.vocabulary)  # every training class, every step
-        loss = catseg_loss(logits.float(), batch["label"], len(self.vocabulary),
-                           exclude_ignored=self.config.exclude_ignored)
+        loss = segmentation_loss(logits.float(), batch["label"], len(self.vocabulary),
+                                 loss=self.config.loss,
+                                 exclude_ignored=self.config.exclude_ignored)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
@@ -515,6 +926,36 @@ class SegmentationTask(L.LightningModule):
         if sched is not None:
             for group in sched.optimizer.param_groups:
                 self.log(f"lr/{group['name']}", group["lr"], on_step=True, on_epoch=False)
+        every = self.config.val_every
+        if every and self.trainer.global_step % every == 0:
+            miou = self.validate()
+            self.validations.append((int(self.trainer.global_step), miou))
+            self.log("val/miou", miou, prog_bar=True, on_step=True, on_epoch=False)
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """mIoU on ``config.val_data`` as CAT-Seg validates during training (its issue #35): one
+        whole-image view, no sliding window, and the decoder's *training* pooling (2×2), at most
+        ``val_limit`` images.  The toy world: :func:`evaluate_toy` (mIoU over every class)."""
+        c, seg = self.config, self.segmenter
+        decoder = seg.decoder
+        was_training, eval_pooling = seg.training, decoder.eval_pooling
+        seg.eval()
+        decoder.eval_pooling = decoder.train_pooling
+        try:
+            if c.val_data == "toy":
+                n = c.val_limit or c.toy_eval_images
+                return float(evaluate_toy(seg, n_images=n, image_size=c.image_size)["miou"])
+            from .segmentation_data import SegmentationBenchmark
+            from .segmentation_eval import evaluate
+
+            ds = SegmentationBenchmark(c.val_data, root=self.data_root)
+            out = evaluate(lambda images, classes: seg.forward_pixels(images, classes), ds,
+                           sliding_window=False, device=seg.backbone.device, limit=c.val_limit)
+            return float(out["miou"])
+        finally:
+            decoder.eval_pooling = eval_pooling
+            seg.train(was_training)
 
     def configure_optimizers(self):
         c = self.config
@@ -538,22 +979,37 @@ class SegmentationTask(L.LightningModule):
         self.segmenter.load_trainable_state_dict(state)  # raises unless the keys match exactly
 
 
-def build_task(config: SegTrainConfig, *, device=None, data_root=None) -> tuple[SegmentationTask, Dataset]:
-    """The backbone (``load_clip``), the segmenter for ``config.mode`` and the training data."""
+def build_model(config: SegTrainConfig, *, device=None) -> OpenVocabSegmenter:
+    """The backbone (``load_clip``) and the segmenter for ``config`` (mode, templates,
+    ``clip_resolution``), in training mode; no data is touched."""
     config = config.resolved()
     torch.manual_seed(config.seed)
     backbone = load_clip(config.model, config.pretrained, device=device or "cpu")
-    mean, std = backbone.mean.flatten().tolist(), backbone.std.flatten().tolist()
-    if config.image_size % backbone.patch_size:
+    if config.clip_resolution is None and config.image_size % backbone.patch_size:
         raise ValueError(f"image_size must be a multiple of the patch size {backbone.patch_size}, got {config.image_size}")
-    segmenter = build_segmenter(backbone, config.finetune_config())
+    # seed again: loading the CLIP may or may not draw random numbers (the tiny CLIP is pretrained
+    # on first use, later read from the cache); the decoder's initialisation must not depend on it
+    torch.manual_seed(config.seed)
+    segmenter = build_segmenter(backbone, config.finetune_config(),
+                                template=PROMPT_ENSEMBLES[config.prompt_ensemble],
+                                clip_resolution=config.clip_resolution)
+    segmenter.train()  # load_clip returns eval mode; CLIP has no dropout, so this changes nothing it computes
+    return segmenter
+
+
+def build_task(config: SegTrainConfig, *, device=None, data_root=None) -> tuple[SegmentationTask, Dataset]:
+    """The backbone (``load_clip``), the segmenter for ``config.mode`` and the training data."""
+    config = config.resolved()
+    segmenter = build_model(config, device=device)
+    backbone = segmenter.backbone
+    mean, std = backbone.mean.flatten().tolist(), backbone.std.flatten().tolist()
     if config.train_data == "toy":
         data = ToySegmentationData(ToyWorld(seed=config.seed), image_size=config.image_size,
                                    num_objects=config.toy_objects, mean=mean, std=std)
     else:
-        data = CocoStuffTrainData(config.image_size, root=data_root, seed=config.seed, mean=mean, std=std)
-    segmenter.train()  # load_clip returns eval mode; CLIP has no dropout, so this changes nothing it computes
-    return SegmentationTask(segmenter, config, data.vocabulary), data
+        data = CocoStuffTrainData(config.image_size, root=data_root, seed=config.seed, mean=mean,
+                                  std=std, color_aug=config.color_aug, resize=config.train_resize)
+    return SegmentationTask(segmenter, config, data.vocabulary, data_root=data_root), data
 
 
 # ----------------------------------------------------------------------------
@@ -678,19 +1134,32 @@ def train(config: Optional[SegTrainConfig] = None, *, root: Optional[Union[str, 
     resumes from ``<run_dir>/checkpoints/last.ckpt``.  ``interrupt_after=k`` raises
     :class:`SimulatedInterruption` when step ``k + 1`` begins (the checkpoint of step ``k`` is on
     disk when ``k`` is a multiple of ``checkpoint_every``).  ``evaluate`` runs ``config.eval_data`` at the end.
+    A full run (``train_data`` not ``"toy"``) first prints :func:`format_estimate`.  The run
+    (training and evaluation) uses
+    ``torch.set_float32_matmul_precision(config.matmul_precision)``; the previous setting is
+    restored when it returns.  ``validations`` holds ``(step, mIoU)`` of the in-training
+    validations of this attempt (``val_every``).
     """
     config = (load_config() if config is None else config).resolved()
     directory = run_dir(config, root)
-    result_path = directory / "result.pt"
-    if result_path.is_file() and not retrain:
-        result = torch.load(result_path, map_location="cpu", weights_only=False)
-        if result.get("key") == config.key():
-            result["loaded"] = True
+    if not retrain:
+        result = load_result(config, root)
+        if result is not None:
             return result
-        raise ValueError(
-            f"{result_path} holds a run of a different config; choose another name (config.name) "
-            "or pass retrain=True to overwrite it"
-        )
+    if config.train_data != "toy":  # a full run: say what it costs before it starts
+        print(format_estimate(config), flush=True)
+    previous_precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(config.matmul_precision)  # official train_net.py: "high"
+    try:
+        return _train(config, directory, device=device, data_root=data_root, evaluate=evaluate,
+                      retrain=retrain, interrupt_after=interrupt_after)
+    finally:
+        torch.set_float32_matmul_precision(previous_precision)
+
+
+def _train(config: SegTrainConfig, directory: Path, *, device, data_root, evaluate: bool,
+           retrain: bool, interrupt_after: Optional[int]) -> dict:
+    result_path = directory / "result.pt"
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     task, data = build_task(config, device=device, data_root=data_root)
@@ -741,6 +1210,7 @@ def train(config: Optional[SegTrainConfig] = None, *, root: Optional[Union[str, 
         "config": config.to_dict(), "key": config.key(), "mode": config.mode,
         "state": {k: v.detach().cpu() for k, v in segmenter.trainable_state_dict().items()},
         "losses": task.losses, "train_seconds": wall, "steps": trainer.global_step, "metrics": metrics,
+        "validations": task.validations, "matmul_precision": torch.get_float32_matmul_precision(),
         "parameter_counts": segmenter.parameter_counts(), "resumed_from": resumed_from,
         "device": device.type, "versions": {"torch": str(torch.__version__)},
     }
@@ -752,9 +1222,10 @@ def train(config: Optional[SegTrainConfig] = None, *, root: Optional[Union[str, 
 def load_trained(result: dict, *, device=None) -> OpenVocabSegmenter:
     """Rebuild the segmenter of a :func:`train` result with its trained tensors (eval mode)."""
     config = SegTrainConfig(**result["config"])
-    task, _ = build_task(config, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    task.segmenter.load_trainable_state_dict(result["state"])
-    return task.segmenter.eval()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    segmenter = build_model(config, device=device)
+    segmenter.load_trainable_state_dict(result["state"])
+    return segmenter.eval()
 
 
 # ----------------------------------------------------------------------------
@@ -786,6 +1257,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--retrain", action="store_true", help="ignore an existing result and checkpoint")
     parser.add_argument("--eval-only", action="store_true", help="evaluate the finished run of this config")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print the time and memory estimate (scaled from a published figure) "
+                        "and exit")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.overrides).resolved()
@@ -793,6 +1267,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(str(err))
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    if args.estimate:
+        print(format_estimate(config))
         return 0
     print(f"run {config.name!r}: mode {config.mode}, preset {config.preset}, {config.model} ({config.pretrained}), "
           f"{config.train_data} data, batch {config.batch_size} x {config.max_steps} steps -> {run_dir(config, args.root)}")
@@ -813,6 +1290,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = train(config, root=args.root, data_root=args.data_root, retrain=args.retrain)
     print(("loaded finished run" if result["loaded"] else f"trained {result['steps']} steps in {result['train_seconds']:.0f} s")
           + f"; trainable parameters {result['parameter_counts']}")
+    for step, miou in result.get("validations", []):
+        print(f"validation at step {step}: mIoU {100 * miou:.1f} ({config.val_data})")
     print(_format_metrics(result["metrics"]))
     return 0
 

@@ -410,6 +410,82 @@ def test_loss_with_every_pixel_ignored():
     assert CS.catseg_loss(logits, target, 2).item() > 0  # the official loss still pushes logits down
 
 
+def test_cross_entropy_and_bce_differ_on_a_hand_computed_2x2_example():
+    """The paper's softmax CE and the code's BCE on one 2x2 image with T = 2 and one ignored pixel.
+
+    By hand: CE averages ``-log softmax`` over the 3 labelled pixels; BCE averages the 8
+    sigmoid terms of all 4 pixels (the ignored one as all-negative)."""
+    z = [[[0.5, -1.0], [2.0, 0.0]], [[-0.3, 1.5], [0.7, -2.0]]]  # z[class][row][col]
+    logits = torch.tensor([z], dtype=torch.float64)
+    target = torch.tensor([[[0, 1], [255, 1]]])
+    ce_terms = []
+    for i, j in ((0, 0), (0, 1), (1, 1)):
+        lab = int(target[0, i, j])
+        log_norm = math.log(math.exp(z[0][i][j]) + math.exp(z[1][i][j]))
+        ce_terms.append(log_norm - z[lab][i][j])
+    ce_hand = sum(ce_terms) / 3
+    bce_hand = sum(_bce(z[c][i][j], float(int(target[0, i, j]) == c))
+                   for c in range(2) for i in range(2) for j in range(2)) / 8
+    ce = CS.segmentation_loss(logits, target, 2, loss="ce")
+    bce = CS.segmentation_loss(logits, target, 2, loss="bce")
+    assert abs(ce.item() - ce_hand) < 1e-12 and abs(bce.item() - bce_hand) < 1e-12
+    assert abs(ce_hand - bce_hand) > 1e-3  # different objectives (0.86 vs 0.95), beyond rounding
+    assert CS.pixel_cross_entropy(logits, target, 2).item() == ce.item()
+    assert CS.catseg_loss(logits, target, 2).item() == bce.item()
+    # CE ignores label 255 whatever its logits are; BCE pushes them down
+    moved = logits.clone()
+    moved[0, :, 1, 0] += 5.0
+    assert CS.segmentation_loss(moved, target, 2, loss="ce").item() == ce.item()
+    assert CS.segmentation_loss(moved, target, 2, loss="bce").item() > bce.item() + 0.1
+    with pytest.raises(ValueError, match="loss must be one of"):
+        CS.segmentation_loss(logits, target, 2, loss="focal")
+
+
+def test_cross_entropy_is_softmax_competition_between_classes():
+    """Raising one class's logit everywhere lowers CE on its pixels and raises it on the others'
+    (classes compete); with one class CE is 0 for any logits, BCE is not."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    target = torch.randint(0, 3, (2, 8, 8))
+    per_class = []
+    for c in range(3):
+        mask = target == c
+        t = torch.where(mask, target, torch.full_like(target, 255))
+        o = torch.where(~mask, target, torch.full_like(target, 255))
+        bumped = logits.clone()
+        bumped[:, c] += 1.0
+        ce = CS.pixel_cross_entropy
+        per_class.append((ce(bumped, t, 3) < ce(logits, t, 3),
+                          ce(bumped, o, 3) > ce(logits, o, 3)))
+    assert all(a and b for a, b in per_class)
+    single = torch.randn(1, 1, 3, 3, dtype=torch.float64)
+    zeros = torch.zeros(1, 6, 6, dtype=torch.long)
+    assert CS.pixel_cross_entropy(single, zeros, 1).item() == pytest.approx(0.0, abs=1e-15)
+    assert CS.catseg_loss(single, zeros, 1).item() > 0
+
+
+def test_cross_entropy_with_every_pixel_ignored():
+    logits = torch.randn(1, 2, 3, 3, requires_grad=True)
+    loss = CS.pixel_cross_entropy(logits, torch.full((1, 3, 3), 255), 2)
+    loss.backward()
+    assert loss.item() == 0 and torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_vit_l14_decoder_differs_from_vit_b16_only_in_its_input_widths():
+    """CAT-Seg's and HyRo's vitl_336.yaml: the ViT-B/16 decoder fed by a 768-d joint space and
+    1024-wide blocks 7 and 15.  Hand count of the difference: the two ConvTranspose2d read 1024
+    instead of 768 channels (256·256·4 + 256·128·16), the appearance guidance Conv3x3 and the
+    text guidance Linear read 768 instead of 512 (256·128·9 + 256·128)."""
+    b16 = CS.count_parameters(CS.build_catseg_decoder("vit_b16"))["total"]
+    l14 = CS.build_catseg_decoder("vit_l14")
+    delta = 256 * 256 * 4 + 256 * 128 * 16 + 256 * 128 * 9 + 256 * 128
+    assert CS.count_parameters(l14)["total"] == b16 + delta == 5_782_753
+    assert l14.intermediate_layers == (7, 15) and l14.stage_layers == (7, 15)
+    same = {k: v for k, v in CS.PRESETS["vit_l14"].items()
+            if k not in ("embed_dim", "vision_width", "intermediate_layers")}
+    assert same == {k: CS.PRESETS["vit_b16"][k] for k in same}
+
+
 # ----------------------------------------------------------------------------
 # gradients
 # ----------------------------------------------------------------------------
@@ -459,8 +535,8 @@ def test_bad_configuration():
         CS.build_catseg_decoder("tiny", num_heads=5)
     with pytest.raises(ValueError, match=r"guidance_order must be one of \('code', 'paper'\)"):
         CS.build_catseg_decoder("tiny", guidance_order="both")
-    with pytest.raises(ValueError, match=r"preset must be one of \('vit_b16', 'tiny'\)"):
-        CS.build_catseg_decoder("vit_l14")
+    with pytest.raises(ValueError, match=r"preset must be one of \('vit_b16', 'vit_l14', 'tiny'"):
+        CS.build_catseg_decoder("vit_h14")
     with pytest.raises(ValueError, match=r"overrides must be CATSegDecoder arguments"):
         CS.build_catseg_decoder("tiny", hidden=16)
     with pytest.raises(ValueError, match=r"pad_len must be an integer >= 0, got -1"):

@@ -1,4 +1,5 @@
-"""The five fine-tuning modes: trainable sets and counts, identity at initialisation, linear forms."""
+"""The six fine-tuning modes: trainable sets and counts, identity at initialisation, linear
+forms."""
 from __future__ import annotations
 
 import warnings
@@ -6,6 +7,7 @@ import warnings
 import open_clip
 import pytest
 import torch
+from torch.nn.utils import parametrize
 
 from hyro_edu.clip_model import ClipBackbone, build_tiny_clip
 from hyro_edu.finetune import MODES, FinetuneConfig, apply_finetuning
@@ -13,6 +15,7 @@ from hyro_edu.hyperspherical import hyperspherical_energy
 
 # The official code's trainable counts on ViT-B/16 (reference notes §1.2, §2.2, §3.2, §4.1).
 OFFICIAL_COUNTS = {
+    "frozen": 0,  # HyRo's "no radius, no rotation" row: only the decoder trains
     "attention": 20_447_232,
     "hyperclip": 5_898_240,
     "rotation": 11_796_480,
@@ -57,7 +60,36 @@ def test_vit_b16_trainable_counts_equal_the_official_code(mode):
     assert total == OFFICIAL_COUNTS[mode], "nothing outside the adapters may train"
 
 
-@pytest.mark.parametrize("mode", MODES)
+ADAPTED = [m for m in MODES if m != "frozen"]
+
+
+def test_frozen_mode_trains_nothing_and_is_the_pretrained_clip():
+    """``frozen`` (HyRo's ablation row without S and R): 0 trainable CLIP parameters, no adapter
+    registered, and the forward pass is bit for bit the untouched CLIP's -- unlike ``attention``,
+    which trains Q/V copies (CAT-Seg's mode) that move with the optimiser."""
+    images = torch.rand(2, 3, 64, 64)
+    texts = ["a green triangle", "a yellow star"]
+    # (requires_grad decides which attention kernel PyTorch picks, ~1e-6 apart: freeze the
+    # reference too)
+    reference = tiny_backbone().requires_grad_(False)
+    with torch.no_grad():
+        ref_img, ref_txt = reference.dense_features(images), reference.encode_text(texts)
+    backbone = tiny_backbone()
+    ft = apply_finetuning(backbone, FinetuneConfig(mode="frozen", **TINY))
+    assert ft.parameter_count() == 0 and not list(ft.parameters())
+    assert not any(p.requires_grad for p in backbone.parameters())
+    layers = [a for t in ("text", "visual") for a in backbone.attention_layers(t)]
+    assert not any(parametrize.is_parametrized(a) for a in layers)
+    with torch.no_grad():
+        img, txt = backbone.dense_features(images), backbone.encode_text(texts)
+    assert torch.equal(img, ref_img) and torch.equal(txt, ref_txt)
+    # the attention mode is not the same row: it has trainable CLIP tensors
+    other = tiny_backbone()
+    attention = apply_finetuning(other, FinetuneConfig(mode="attention", **TINY))
+    assert attention.parameter_count() == 8 * 2 * 64 * 64
+
+
+@pytest.mark.parametrize("mode", ADAPTED)
 def test_only_adapters_train_and_receive_gradients(mode):
     backbone = tiny_backbone()
     ft = apply_finetuning(backbone, FinetuneConfig(mode=mode, **TINY))

@@ -18,7 +18,13 @@ from hyro_edu import catseg as CS
 from hyro_edu.clip_model import TINY_CLIP_NAME, ClipBackbone, build_tiny_clip
 from hyro_edu.finetune import MODES, TOWERS, FinetuneConfig, apply_finetuning
 from hyro_edu.hyperbolic_adapter import clip_threshold
-from hyro_edu.seg_model import CATSEG_TEMPLATE, OpenVocabSegmenter, build_segmenter
+from hyro_edu.seg_model import (
+    CATSEG_TEMPLATE,
+    IMAGENET_TEMPLATES,
+    PROMPT_ENSEMBLES,
+    OpenVocabSegmenter,
+    build_segmenter,
+)
 from hyro_edu.segmentation_eval import sliding_window_inference
 from hyro_edu.toyworld import ToyPixelDataset, ToyWorld
 
@@ -33,6 +39,7 @@ WORLD = ToyWorld()
 # with b = 32, 4L = 16 slices and K = 64/32 + 64/32 = 4 blocks, the per-layer K x K maps and
 # the 4L x 4L map of the official relation.
 TINY_CLIP_COUNTS = {
+    "frozen": 0,
     "attention": 8 * 2 * 64 * 64,
     "hyperclip": 8 * 3 * 2 * 32 * 32,
     "rotation": 8 * 3 * 64 * 64,
@@ -154,9 +161,11 @@ def test_forward_pixels_normalises_0_255_images():
 
 def test_prompts_and_the_text_cache():
     seg = tiny_segmenter("hclip")
-    assert seg.prompts(["wall, brick wall, stone wall", " sky "]) == [
+    # CAT-Seg's rule: the first synonym before ", "; whitespace is kept (the tokenizer drops it)
+    assert seg.prompts(["wall, brick wall, stone wall", " sky ", "a,b"]) == [
         CATSEG_TEMPLATE.format("wall"),
-        CATSEG_TEMPLATE.format("sky"),
+        CATSEG_TEMPLATE.format(" sky "),
+        CATSEG_TEMPLATE.format("a,b"),
     ]
     seg.eval()
     with torch.no_grad():
@@ -171,7 +180,131 @@ def test_prompts_and_the_text_cache():
         again = seg.text_embeddings(NAMES[:3])
     assert again is not first  # train() cleared the cache
     torch.testing.assert_close(again, first)
-    torch.testing.assert_close(first.norm(dim=-1), torch.ones(3))
+    assert first.shape == (3, 1, seg.backbone.embed_dim)  # (T, P, D) with one template
+    torch.testing.assert_close(first.norm(dim=-1), torch.ones(3, 1))
+
+
+# ----------------------------------------------------------------------------
+# prompt ensembles (P > 1) and the CLIP input resolution
+# ----------------------------------------------------------------------------
+def test_imagenet_templates_are_catseg_s_80():
+    """CAT-Seg's ``IMAGENET_TEMPLATES`` (``imagenet_templates.py``) = CLIP's 80 ImageNet templates;
+    first and last entries as that file lists them."""
+    assert len(IMAGENET_TEMPLATES) == 80 == len(set(IMAGENET_TEMPLATES))
+    assert IMAGENET_TEMPLATES[0] == "a bad photo of a {}."
+    assert IMAGENET_TEMPLATES[-1] == "a tattoo of the {}."
+    assert all(t.count("{}") == 1 for t in IMAGENET_TEMPLATES)
+    assert PROMPT_ENSEMBLES == {"single": (CATSEG_TEMPLATE,), "imagenet": IMAGENET_TEMPLATES}
+
+
+@pytest.mark.parametrize("p", [1, 3])
+def test_prompt_ensemble_end_to_end(p):
+    """P templates: prompts class by class, text features (T, P, D) with each prompt the unit
+    embedding of its own text, a decoder with P prompt channels, logits (B, T, 32, 32), and
+    gradients reaching the adapters through every template."""
+    templates = IMAGENET_TEMPLATES[:p]
+    seg = tiny_segmenter("hyro", template=templates)
+    assert seg.decoder.prompt_channels == seg.prompt_channels == p and seg.templates == templates
+    names = ["wall, brick wall", "sky"]
+    prompts = seg.prompts(names)
+    assert prompts == [t.format(n) for n in ("wall", "sky") for t in templates]
+    text = seg.text_embeddings(names)
+    assert text.shape == (2, p, seg.backbone.embed_dim)
+    with torch.no_grad():
+        direct = seg.backbone.encode_text(prompts, normalize=True)
+    torch.testing.assert_close(text.detach().reshape(2 * p, -1), direct, rtol=1e-5, atol=1e-6)
+    out = seg(images(2), names)
+    assert out.shape == (2, 2, 32, 32) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    grads = [q.grad for n, q in seg.trainable_named_parameters()
+             if n.startswith("finetuning.adapters.text_")]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_an_ensemble_of_one_template_repeated_equals_the_single_template():
+    """P = 3 copies of one template, with the cost embedding's weights split in three, computes
+    exactly what P = 1 computes: the P channels reach the decoder and nothing else changes."""
+    single = tiny_segmenter("hyro", seed=0)
+    triple = tiny_segmenter("hyro", seed=0, template=[CATSEG_TEMPLATE] * 3)
+    perturb_adapters(single, 0.02, seed=8)
+    triple.finetuning.load_state_dict(single.finetuning.state_dict())
+    state = single.decoder.state_dict()
+    state["cost_embed.weight"] = state["cost_embed.weight"].repeat(1, 3, 1, 1) / 3
+    triple.decoder.load_state_dict(state)
+    single.eval()
+    triple.eval()
+    x = images(2)
+    with torch.no_grad():
+        want = single(x, NAMES[:4])
+        torch.testing.assert_close(triple(x, NAMES[:4]), want, rtol=1e-4, atol=1e-5)
+        # and not vacuous: distinct templates give another result
+        other = tiny_segmenter("hyro", seed=0, template=IMAGENET_TEMPLATES[:3])
+        other.finetuning.load_state_dict(single.finetuning.state_dict())
+        other.decoder.load_state_dict(state)
+        assert (other.eval()(x, NAMES[:4]) - single(x, NAMES[:4])).abs().max() > 1e-3
+
+
+def test_clip_resolution_resizes_the_images_before_clip():
+    """CAT-Seg's clip_resolution: 96-px inputs resized to 64 give the 8 x 8 grid (32 x 32 logits)
+    and the logits of the pre-resized 64-px image; without it the grid follows the input
+    (12 x 12)."""
+    seg = tiny_segmenter("rotation", clip_resolution=64).eval()
+    plain = tiny_segmenter("rotation").eval()
+    plain.load_trainable_state_dict(seg.trainable_state_dict())
+    x = images(1, (96, 96))
+    with torch.no_grad():
+        out = seg(x, NAMES[:2])
+        assert out.shape == (1, 2, 32, 32) and plain(x, NAMES[:2]).shape == (1, 2, 48, 48)
+        small = F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(out, plain(small, NAMES[:2]))
+        torch.testing.assert_close(seg(small, NAMES[:2]), out)  # at the resolution: unchanged
+
+
+def test_vit_l14_336_builds_with_the_official_architecture():
+    """ViT-L/14@336 on PyTorch's meta device (no weights, no memory): guidance blocks 7 and 15, the
+    decoder fed by a 768-d joint space and the 1024-wide tower, HyRo's trainable counts from the
+    reference's formula (S: 3·D·128 and R: 3·D·256 per layer; text 12 × 768, vision 24 × 1024),
+    and CAT-Seg's ViT-L decoder (:func:`test_catseg.test_vit_l14_decoder_...`: 5,782,753)."""
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        model = open_clip.CLIP(**open_clip.get_model_config("ViT-L-14-336"))
+        backbone = ClipBackbone(model, name="ViT-L-14-336")
+        seg = build_segmenter(backbone, "hyro", clip_resolution=336)
+    assert backbone.patch_size == 14
+    assert (backbone.num_layers("visual"), backbone.num_layers("text")) == (24, 12)
+    assert seg.guidance_blocks == (7, 15) and seg.decoder.intermediate_layers == (7, 15)
+    assert (seg.decoder.embed_dim, seg.decoder.vision_width) == (768, 1024)
+    assert seg.decoder.upsample1.in_channels == seg.decoder.upsample2.in_channels == 1024
+    assert seg.clip_resolution == 336 and 336 // 14 == 24  # the 24 x 24 grid CAT-Seg hard-codes
+    scaling = 3 * 128 * (12 * 768 + 24 * 1024)
+    rotation = 3 * 256 * (12 * 768 + 24 * 1024)
+    assert (scaling, rotation) == (12_976_128, 25_952_256)  # the reference's 12.98M and 25.95M
+    assert seg.parameter_counts() == {"clip": scaling + rotation, "decoder": 5_782_753,
+                                      "total": scaling + rotation + 5_782_753}
+
+
+# ----------------------------------------------------------------------------
+# the frozen mode
+# ----------------------------------------------------------------------------
+def test_frozen_segmenter_sees_the_pretrained_clip_and_trains_only_the_decoder():
+    seg = tiny_segmenter("frozen")
+    reference = tiny_backbone().requires_grad_(False)  # the same pretrained CLIP, untouched
+    x = images(2)
+    with torch.no_grad():
+        dense, shallow, deep = seg.image_features(x)
+        want = reference.forward_visual(x, blocks=(1, 2), dense=True)
+        torch.testing.assert_close(dense, want.dense_map(), rtol=0, atol=0)
+        torch.testing.assert_close(seg.text_embeddings(NAMES[:2])[:, 0], reference.encode_text(
+            [CATSEG_TEMPLATE.format(n) for n in NAMES[:2]]), rtol=0, atol=0)
+    assert seg.parameter_counts()["clip"] == 0
+    clip_before = {n: q.clone() for n, q in seg.backbone.named_parameters()}
+    dec_before = {n: q.clone() for n, q in seg.decoder.named_parameters()}
+    opt = torch.optim.AdamW([q for _, q in seg.trainable_named_parameters()], lr=1e-2)
+    target = torch.randint(0, 3, (2, 64, 64))
+    CS.catseg_loss(seg(x, NAMES[:3]), target, 3).backward()
+    opt.step()
+    assert all(torch.equal(q, clip_before[n]) for n, q in seg.backbone.named_parameters())
+    assert any(not torch.equal(q, dec_before[n]) for n, q in seg.decoder.named_parameters())
 
 
 # ----------------------------------------------------------------------------
@@ -202,7 +335,9 @@ def test_only_the_adapters_and_the_decoder_train(mode):
     named = seg.trainable_named_parameters()
     names = [n for n, _ in named]
     assert all(n.startswith(("finetuning.", "decoder.")) for n in names), names
-    assert any(n.startswith("finetuning.") for n in names) and any(n.startswith("decoder.") for n in names)
+    # frozen: the decoder only
+    assert any(n.startswith("finetuning.") for n in names) == (mode != "frozen")
+    assert any(n.startswith("decoder.") for n in names)
     ids = [id(p) for _, p in named]
     assert len(set(ids)) == len(ids), "a tensor listed twice"
     assert set(ids) == {id(p) for p in seg.parameters() if p.requires_grad}
@@ -460,9 +595,15 @@ def test_bad_decoder_and_other_arguments():
         (dict(decoder_overrides=dict(embed_dim=32)), fits),
         (dict(decoder_overrides=dict(vision_width=48)), fits),
         (dict(decoder_overrides=dict(prompt_channels=2)), "decoder must have prompt_channels = 1"),
+        (dict(template=("a {}", "the {}"), decoder_overrides=dict(prompt_channels=1)),
+         "decoder must have prompt_channels = 2"),
         (dict(decoder_overrides=dict(depth=3)), "overrides must be CATSegDecoder arguments"),
-        (dict(decoder="vit_l14"), "decoder must be one of"),
+        (dict(decoder="vit_h14"), "decoder must be one of"),
         (dict(template="a photo of a thing"), "template must contain"),
+        (dict(template=[]), "template must be a string or a non-empty list"),
+        (dict(template=("a {}", "no slot")), "template must contain"),
+        (dict(clip_resolution=60),
+         "clip_resolution must be None or a positive multiple of the patch size 8"),
     ]:
         with pytest.raises(ValueError, match=match):
             build_segmenter(backbone, config, **kwargs)
