@@ -41,7 +41,7 @@ def pytest_collect_file(file_path: Path, parent):
         rel = file_path.relative_to(parent.config.rootpath)
     except ValueError:
         return None
-    from hyro_edu.notebook import is_myst_notebook
+    from hyro_edu.book.notebook import is_myst_notebook
 
     if rel.parts[0] not in NOTEBOOK_DIRS or "_build" in rel.parts or not is_myst_notebook(file_path):
         return None

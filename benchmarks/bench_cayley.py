@@ -3,7 +3,7 @@
 Builds a d x d rotation three ways and times building it (forward) and building it plus the
 backward pass of a scalar loss ``(R * G).sum()`` (forward+backward):
 
-* ``block``: HyRo's parametrisation, ``hyro_edu.cayley.block_cayley`` of ``Θ (d/n, n, n)``:
+* ``block``: HyRo's parametrisation, ``hyro_edu.geometry.cayley.block_cayley`` of ``Θ (d/n, n, n)``:
   K = d/n Cayley transforms ``(I - A_k)^{-1}(I + A_k)`` in one batched solve of size n.
   Cost O(d n^2).  The blocks are what ``block_matvec`` uses; no dense d x d matrix is formed.
 * ``dense``: one Cayley transform of a full ``Θ (d, d)``: one d x d solve, O(d^3).
@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 from _timing import median_seconds  # benchmarks/_timing.py: the script's folder is on sys.path
-from hyro_edu.cayley import block_cayley, cayley, skew
+from hyro_edu.geometry.cayley import block_cayley, cayley, skew
 
 
 def block_fns(theta: torch.Tensor, g: torch.Tensor):

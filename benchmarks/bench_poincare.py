@@ -1,4 +1,4 @@
-"""hyro_edu.poincare against geoopt, side by side in one process.
+"""hyro_edu.geometry.poincare against geoopt, side by side in one process.
 
 Times expmap0, logmap0, mobius_add, mobius_matvec and dist on N x D float32
 points (default 65,536 x 512, the issue's size) and prints, for each op,
@@ -29,7 +29,7 @@ import torch
 
 from _timing import median_seconds  # benchmarks/_timing.py: the script's folder is on sys.path
 from hyro_edu import poincare as P
-from hyro_edu.curvature import to_geoopt_k
+from hyro_edu.core.curvature import to_geoopt_k
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # geoopt's torch.jit.script at import
@@ -91,7 +91,7 @@ def main(argv=None):
         ),
     }
 
-    print(f"# hyro_edu.poincare vs geoopt {geoopt.__version__}: {args.n} x {args.d} float32, c = {c}, "
+    print(f"# hyro_edu.geometry.poincare vs geoopt {geoopt.__version__}: {args.n} x {args.d} float32, c = {c}, "
           f"device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
     print(f"{'op':14s} {'ours safe':>10s} {'geoopt safe':>12s} {'ratio':>6s}   "
           f"{'ours raw':>9s} {'geoopt raw':>11s} {'ratio':>6s}")

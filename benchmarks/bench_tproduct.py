@@ -2,10 +2,10 @@
 
 For A (n1, n2, n3) and B (n2, l, n3) in float32, times
 
-* ``definition``: ``hyro_edu.tproduct.tproduct_definition`` -- builds the (n1·n3) x (n2·n3)
+* ``definition``: ``hyro_edu.geometry.tproduct.tproduct_definition`` -- builds the (n1·n3) x (n2·n3)
   block-circulant matrix and multiplies it with the (n2·n3) x l unfolding of B;
   O(n1 n2 l n3²) flops;
-* ``fft``: ``hyro_edu.tproduct.tproduct`` -- real FFT along mode 3, n3//2 + 1 complex facewise
+* ``fft``: ``hyro_edu.geometry.tproduct.tproduct`` -- real FFT along mode 3, n3//2 + 1 complex facewise
   products, inverse real FFT; O(n1 n2 l n3 + (n1 n2 + n2 l + n1 l) n3 log n3),
 
 and prints the median wall times (after warm-up runs) and their ratio definition / fft (> 1
@@ -29,7 +29,7 @@ import os
 import torch
 
 from _timing import median_seconds  # benchmarks/_timing.py: the script's folder is on sys.path
-from hyro_edu.tproduct import tproduct, tproduct_definition
+from hyro_edu.geometry.tproduct import tproduct, tproduct_definition
 
 
 def parse_size(text: str) -> tuple[int, int, int]:

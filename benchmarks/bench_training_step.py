@@ -1,13 +1,13 @@
 """Training-step time and peak memory of the five fine-tuning modes, side by side in one process.
 
-One training step of :class:`hyro_edu.seg_model.OpenVocabSegmenter` is what CAT-Seg, HyperCLIP,
+One training step of :class:`hyro_edu.segmentation.model.OpenVocabSegmenter` is what CAT-Seg, HyperCLIP,
 HyRo and H-CLIP train with::
 
     logits = model(images, class_names)          # CLIP (both towers, adapted) + CAT-Seg decoder
     loss = segmentation_loss(logits, target, T)   # BCE (or --loss ce) at the label resolution
     loss.backward(); AdamW.step()                 # adapters + decoder
 
-for each ``mode`` of :data:`hyro_edu.finetune.MODES` (``frozen``, ``attention``, ``hyperclip``,
+for each ``mode`` of :data:`hyro_edu.clip.finetune.MODES` (``frozen``, ``attention``, ``hyperclip``,
 ``rotation``, ``hyro``, ``hclip``; ``frozen`` trains the decoder alone).  ``--loss ce`` times the
 HyRo paper's softmax cross-entropy instead of CAT-Seg's BCE; ``--prompts imagenet`` encodes the
 80 ImageNet templates per class (P = 80) instead of one; ``--matmul-precision`` is passed to
@@ -30,7 +30,7 @@ run one mode per process.  Sampled RSS misses spikes shorter than 2 ms: CPU numb
 
 ``--amp bf16|fp16`` runs the forward pass under ``torch.autocast`` (fp16 with a ``GradScaler``);
 the hyperbolic maths of the adapters stays in float32 inside the library
-(:func:`hyro_edu.numerics.fp32_math`), the loss is computed in float32.
+(:func:`hyro_edu.core.numerics.fp32_math`), the loss is computed in float32.
 
 Usage::
 
@@ -61,10 +61,10 @@ import warnings
 
 import torch
 
-from hyro_edu.catseg import LOSSES, segmentation_loss
-from hyro_edu.clip_model import TINY_CLIP_NAME, load_clip
-from hyro_edu.finetune import MODES, FinetuneConfig
-from hyro_edu.seg_model import PROMPT_ENSEMBLES, build_segmenter
+from hyro_edu.segmentation.catseg import LOSSES, segmentation_loss
+from hyro_edu.clip.model import TINY_CLIP_NAME, load_clip
+from hyro_edu.clip.finetune import MODES, FinetuneConfig
+from hyro_edu.segmentation.model import PROMPT_ENSEMBLES, build_segmenter
 
 try:
     import psutil

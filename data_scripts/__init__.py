@@ -1,4 +1,4 @@
-"""Download and prepare the open-vocabulary segmentation benchmarks for :mod:`hyro_edu.segmentation_data`.
+"""Download and prepare the open-vocabulary segmentation benchmarks for :mod:`hyro_edu.data.benchmarks`.
 
 Entry point (from the repository root)::
 

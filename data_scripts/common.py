@@ -2,7 +2,7 @@
 
 A preparation (a :class:`Preparer` subclass in a dataset-family module) declares the files it needs
 (:class:`~data_scripts.download.Download`) and converts the unpacked raw data into the layout of
-:mod:`hyro_edu.segmentation_data`. :func:`run` drives one preparation: remove the old completion
+:mod:`hyro_edu.data.benchmarks`. :func:`run` drives one preparation: remove the old completion
 marker, fetch and verify the downloads, unpack the archives, convert, then write the class list,
 the manifest and, last, the marker. Every converted label is written to a temporary name and renamed,
 so an interrupted conversion leaves only complete files, and a rerun skips the files that exist.
@@ -11,7 +11,7 @@ On-disk layout under the data root::
 
     downloads/   the archives and metadata files, as downloaded (.part while incomplete)
     raw/         the unpacked archives (coco-stuff/, ADEChallengeData2016/, ADE20K_2021_17_01/, VOCdevkit/)
-    <benchmark>/ the prepared benchmark (see hyro_edu.segmentation_data)
+    <benchmark>/ the prepared benchmark (see hyro_edu.data.benchmarks)
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ class ConversionResult:
 
 
 class Preparer:
-    """Base class: ``key`` (a :data:`hyro_edu.segmentation_data.BENCHMARKS` key), the downloads, the conversion."""
+    """Base class: ``key`` (a :data:`hyro_edu.data.benchmarks.BENCHMARKS` key), the downloads, the conversion."""
 
     key: str = ""
 

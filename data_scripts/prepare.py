@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from hyro_edu import segmentation_data as sd
-from hyro_edu.paths import data_root
+from hyro_edu.core.paths import data_root
 
 from .ade20k import ADE150, ADE847
 from .coco_stuff import CocoStuff

@@ -88,7 +88,7 @@ def test_blocks_stay_orthogonal_after_set_num_threads(tmp_path):
     script = tmp_path / "check.py"
     script.write_text(
         "import torch\n"
-        "from hyro_edu.cayley import block_cayley\n"
+        "from hyro_edu.geometry.cayley import block_cayley\n"
         "torch.set_num_threads(2)\n"
         "theta = (0.1 * torch.randn(3, 256, 256, generator=torch.Generator().manual_seed(0))).requires_grad_()\n"
         "r = block_cayley(theta)\n"

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hyro_edu import cones as C
 from hyro_edu import lorentz as L
 from hyro_edu import poincare as P
-from hyro_edu.taxonomies import cifar100_hierarchy
-from hyro_edu.trees import Tree, balanced_tree
+from hyro_edu.hierarchy.taxonomies import cifar100_hierarchy
+from hyro_edu.hierarchy.trees import Tree, balanced_tree
 
 from .conftest import TOL, ball_points
 

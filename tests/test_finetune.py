@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from hyro_edu.clip_model import ClipBackbone, build_tiny_clip
-from hyro_edu.finetune import MODES, FinetuneConfig, apply_finetuning
-from hyro_edu.hyperspherical import hyperspherical_energy
+from hyro_edu.clip.model import ClipBackbone, build_tiny_clip
+from hyro_edu.clip.finetune import MODES, FinetuneConfig, apply_finetuning
+from hyro_edu.nn.hyperspherical import hyperspherical_energy
 
 # The official code's trainable counts on ViT-B/16 (reference notes §1.2, §2.2, §3.2, §4.1).
 OFFICIAL_COUNTS = {
@@ -179,5 +179,5 @@ def test_bad_input():
     apply_finetuning(backbone, FinetuneConfig(mode="attention"))
     with pytest.raises(ValueError, match="already carries adapters"):
         apply_finetuning(backbone, FinetuneConfig(mode="attention"))
-    with pytest.raises(ValueError, match="backbone must be a hyro_edu.clip_model.ClipBackbone"):
+    with pytest.raises(ValueError, match="backbone must be a hyro_edu.clip.model.ClipBackbone"):
         apply_finetuning(torch.nn.Linear(2, 2), FinetuneConfig())

@@ -442,7 +442,7 @@ def test_bad_input(gen):
 
 def test_tproduct_relation_transforms_follow_the_module():
     """The transforms are buffers: .double() converts them and state_dict() stores them."""
-    from hyro_edu.hyperspherical import HCLIPLayout, HCLIPRelation
+    from hyro_edu.nn.hyperspherical import HCLIPLayout, HCLIPRelation
 
     layout = HCLIPLayout(block_size=4, num_layers=2, text_width=4, vision_width=8)
     gen = torch.Generator().manual_seed(0)
@@ -460,7 +460,7 @@ def test_tproduct_relation_transforms_follow_the_module():
 
 
 def test_t_identity_honours_dtype_with_transforms():
-    from hyro_edu.tproduct import t_identity
+    from hyro_edu.geometry.tproduct import t_identity
 
     m = torch.eye(5, dtype=torch.float64) * 2
     assert t_identity(3, (5,), [m], dtype=torch.float32).dtype == torch.float32

@@ -61,7 +61,7 @@ def test_variants_differ_by_sqrt_c3(gen):
 def test_official_distance_is_a_lorentzian_gaussian_kl(gen):
     """D_official = <mu1 - mu3, mu1 - mu3>_L / 2 + 1/(2 c1), mu_c = exp^c_0(v), |v| = r.
 
-    An independent oracle through hyro_edu.lorentz: -<mu1, mu3>_L = cosh((sqrt c3 - sqrt c1) r)
+    An independent oracle through hyro_edu.geometry.lorentz: -<mu1, mu3>_L = cosh((sqrt c3 - sqrt c1) r)
     / sqrt(c1 c3) for two points on one ray.  Fails for the paper's denominator 2 sqrt(c1 c3).
     """
     from hyro_edu import lorentz as L

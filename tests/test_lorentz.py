@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from hyro_edu import lorentz as L
 from hyro_edu import poincare as P
-from hyro_edu.curvature import to_geoopt_lorentz_k
+from hyro_edu.core.curvature import to_geoopt_lorentz_k
 
 from .conftest import TOL, ball_points
 
@@ -229,7 +229,7 @@ def test_bad_input():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("c", [0.01, 1.0, 5.0])
 def test_capacity_matches_the_poincare_ball(c, dtype):
-    from hyro_edu.numerics import max_radius
+    from hyro_edu.core.numerics import max_radius
 
     far = L.expmap0(torch.tensor([[1e4, 0.0]], dtype=dtype), c=c)
     assert L.radius(far, c=c).item() == pytest.approx(max_radius(c, dtype), rel=1e-4)

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hyro_edu import poincare as P
-from hyro_edu.numerics import max_ball_norm
+from hyro_edu.core.numerics import max_ball_norm
 
 DIM = 5
 

@@ -228,7 +228,7 @@ def test_non_default_dim(c, dtype, gen):
 
 
 def test_projection_leaves_interior_points_unchanged_and_is_idempotent(c, dtype, gen):
-    from hyro_edu.numerics import max_ball_norm
+    from hyro_edu.core.numerics import max_ball_norm
 
     x = ball_points(N, D, c, dtype, generator=gen)
     assert torch.equal(P.project(x, c=c), x)

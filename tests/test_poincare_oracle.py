@@ -1,7 +1,7 @@
 """Every Poincaré-ball function against geoopt: values and gradients, float32 and float64, several c.
 
 geoopt's functional core uses the sectional curvature k = -c
-(hyro_edu.curvature.to_geoopt_k).
+(hyro_edu.core.curvature.to_geoopt_k).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hyro_edu import poincare as P
-from hyro_edu.curvature import to_geoopt_k
+from hyro_edu.core.curvature import to_geoopt_k
 
 from .conftest import TOL, ball_points
 
@@ -88,7 +88,7 @@ def test_pairwise_dist_matches_geoopt_dist(c, dtype, gen):
 
 
 def test_projection_matches_geoopt_rule_with_our_margin(c, dtype, gen):
-    from hyro_edu.numerics import ball_margin
+    from hyro_edu.core.numerics import ball_margin
 
     x = torch.randn(20, 5, dtype=dtype, generator=gen) * 3 / c**0.5
     eps = ball_margin(dtype)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hyro_edu.notebook import is_myst_notebook
+from hyro_edu.book.notebook import is_myst_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted(p for p in (ROOT / "book").glob("*.md") if is_myst_notebook(p))

@@ -15,18 +15,18 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from hyro_edu import catseg as CS
-from hyro_edu.clip_model import TINY_CLIP_NAME, ClipBackbone, build_tiny_clip
-from hyro_edu.finetune import MODES, TOWERS, FinetuneConfig, apply_finetuning
-from hyro_edu.hyperbolic_adapter import clip_threshold
-from hyro_edu.seg_model import (
+from hyro_edu.clip.model import TINY_CLIP_NAME, ClipBackbone, build_tiny_clip
+from hyro_edu.clip.finetune import MODES, TOWERS, FinetuneConfig, apply_finetuning
+from hyro_edu.nn.hyperbolic_adapter import clip_threshold
+from hyro_edu.segmentation.model import (
     CATSEG_TEMPLATE,
     IMAGENET_TEMPLATES,
     PROMPT_ENSEMBLES,
     OpenVocabSegmenter,
     build_segmenter,
 )
-from hyro_edu.segmentation_eval import sliding_window_inference
-from hyro_edu.toyworld import ToyPixelDataset, ToyWorld
+from hyro_edu.segmentation.evaluation import sliding_window_inference
+from hyro_edu.data.toyworld import ToyPixelDataset, ToyWorld
 
 TINY = dict(scale_block=32, rotation_block=64, hclip_block=32)
 HYPERBOLIC = ("hyperclip", "rotation", "hyro")
@@ -608,18 +608,18 @@ def test_bad_decoder_and_other_arguments():
         with pytest.raises(ValueError, match=match):
             build_segmenter(backbone, config, **kwargs)
         assert untouched(backbone), kwargs
-    with pytest.raises(ValueError, match="backbone must be a hyro_edu.clip_model.ClipBackbone"):
+    with pytest.raises(ValueError, match="backbone must be a hyro_edu.clip.model.ClipBackbone"):
         build_segmenter(torch.nn.Linear(2, 2), config)
 
     ft = apply_finetuning(backbone, config)
     decoder = CS.build_catseg_decoder("tiny")
     with pytest.raises(ValueError, match=fits):
         OpenVocabSegmenter(backbone, ft, CS.build_catseg_decoder("tiny", vision_width=32))
-    with pytest.raises(ValueError, match="decoder must be a hyro_edu.catseg.CATSegDecoder"):
+    with pytest.raises(ValueError, match="decoder must be a hyro_edu.segmentation.catseg.CATSegDecoder"):
         OpenVocabSegmenter(backbone, ft, torch.nn.Linear(2, 2))
-    with pytest.raises(ValueError, match="finetuning must be a hyro_edu.finetune.Finetuning"):
+    with pytest.raises(ValueError, match="finetuning must be a hyro_edu.clip.finetune.Finetuning"):
         OpenVocabSegmenter(backbone, torch.nn.Module(), decoder)
-    with pytest.raises(ValueError, match="backbone must be a hyro_edu.clip_model.ClipBackbone"):
+    with pytest.raises(ValueError, match="backbone must be a hyro_edu.clip.model.ClipBackbone"):
         OpenVocabSegmenter(torch.nn.Linear(2, 2), ft, decoder)
     with pytest.raises(ValueError, match=r"guidance_blocks must be two block indices in \[0, 2\]"):
         OpenVocabSegmenter(backbone, ft, decoder, guidance_blocks=(1, 3))

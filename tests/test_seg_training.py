@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from hyro_edu import catseg as CS
-from hyro_edu.finetune import MODES, FinetuneConfig
-from hyro_edu.hyperbolic_adapter import parameter_counts
-from hyro_edu.seg_training import (
+from hyro_edu.clip.finetune import MODES, FinetuneConfig
+from hyro_edu.nn.hyperbolic_adapter import parameter_counts
+from hyro_edu.segmentation.train import (
     OFFICIAL_CLIP_MULTIPLIERS,
     PAPER_CLIP_MULTIPLIERS,
     PUBLISHED_STEP_REFERENCE,
@@ -42,7 +42,7 @@ from hyro_edu.seg_training import (
     shortest_edge_size,
     train,
 )
-from hyro_edu.toyworld import ToyWorld
+from hyro_edu.data.toyworld import ToyWorld
 
 # A random-weight tiny CLIP (no first-use pretraining), 32-px crops, batch 2: a few seconds per run.
 FAST = dict(pretrained=None, image_size=32, batch_size=2, max_steps=4, checkpoint_every=1, toy_eval_images=4,
@@ -198,7 +198,7 @@ def test_the_estimate_is_scaled_from_the_published_figure():
 def test_decoder_initialisation_does_not_depend_on_loading_the_clip(monkeypatch):
     """The tiny CLIP is pretrained on first use (drawing random numbers) and read from the cache
     later: the decoder a config builds must be the same either way."""
-    import hyro_edu.seg_training as ST
+    import hyro_edu.segmentation.train as ST
 
     plain = build_model(fast_config())
     original = ST.load_clip
@@ -327,7 +327,7 @@ def test_command_line(tmp_path, capsys):
 
 
 def test_mixed_precision_trains_with_the_hyperbolic_maths_in_fp32(tmp_path):
-    from hyro_edu.hyperbolic_adapter import HyperbolicAdapter
+    from hyro_edu.nn.hyperbolic_adapter import HyperbolicAdapter
 
     seen = []
     original = HyperbolicAdapter.adapt_weight
@@ -372,7 +372,7 @@ def test_the_training_step_uses_the_configured_loss():
 def test_matmul_precision_is_set_while_training_and_restored(tmp_path):
     """The official preset trains under torch.set_float32_matmul_precision("high") (train_net.py);
     "highest" when asked; the caller's setting is back afterwards; importing sets nothing."""
-    code = "import torch, hyro_edu.seg_training; print(torch.get_float32_matmul_precision())"
+    code = "import torch, hyro_edu.segmentation.train; print(torch.get_float32_matmul_precision())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "highest"  # PyTorch's default: the import changed nothing

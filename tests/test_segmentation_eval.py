@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyro_edu.segmentation_eval import (
+from hyro_edu.segmentation.evaluation import (
     CLIP_PIXEL_MEAN,
     OFFICIAL_SIZE_DIVISIBILITY,
     MeanIoU,
@@ -193,7 +193,7 @@ def test_the_two_whole_image_paths_differ_exactly_when_the_image_needs_padding()
 
 
 def test_padding_with_the_clip_mean_is_padding_the_normalised_image_with_zero():
-    from hyro_edu.clip_model import OPENAI_MEAN, OPENAI_STD
+    from hyro_edu.clip.model import OPENAI_MEAN, OPENAI_STD
 
     mean = torch.tensor(OPENAI_MEAN, dtype=torch.float64).view(1, 3, 1, 1) * 255
     std = torch.tensor(OPENAI_STD, dtype=torch.float64).view(1, 3, 1, 1) * 255

@@ -6,7 +6,7 @@ import itertools
 import pytest
 import torch
 
-from hyro_edu.toyworld import (
+from hyro_edu.data.toyworld import (
     BACKGROUND,
     CLIP_MEAN,
     CLIP_STD,

@@ -11,9 +11,9 @@ import torch
 matplotlib.use("Agg")
 
 from hyro_edu import poincare as P
-from hyro_edu.taxonomies import CIFAR100_SUPERCLASSES, cifar100_hierarchy
-from hyro_edu.tree_embedding import distortion, embedded_distances, fit_embedding, sarkar_embedding
-from hyro_edu.trees import Tree, balanced_tree
+from hyro_edu.hierarchy.taxonomies import CIFAR100_SUPERCLASSES, cifar100_hierarchy
+from hyro_edu.hierarchy.tree_embedding import distortion, embedded_distances, fit_embedding, sarkar_embedding
+from hyro_edu.hierarchy.trees import Tree, balanced_tree
 
 
 def bfs_distances(tree: Tree) -> torch.Tensor:
@@ -165,7 +165,7 @@ def test_fit_embedding_rejects_bad_arguments():
 
 
 def test_plotting_curves_are_geometric():
-    from hyro_edu.plotting import geodesic_curve, hyperbolic_circle
+    from hyro_edu.book.plotting import geodesic_curve, hyperbolic_circle
 
     x, y = torch.tensor([0.2, -0.3]), torch.tensor([-0.5, 0.4])
     curve = geodesic_curve(x, y, c=1.0, n=11)
@@ -180,8 +180,8 @@ def test_plotting_curves_are_geometric():
 def test_figures_and_widget_build():
     import matplotlib.pyplot as plt
 
-    from hyro_edu.plotting import disk_axes, draw_tree, poincare_scene
-    from hyro_edu.widgets import poincare_explorer
+    from hyro_edu.book.plotting import disk_axes, draw_tree, poincare_scene
+    from hyro_edu.book.widgets import poincare_explorer
 
     fig, ax = plt.subplots()
     poincare_scene(ax, c=0.5)

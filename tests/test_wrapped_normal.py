@@ -630,7 +630,7 @@ def test_kl_to_mixture_bad_input():
 # gradients, precision, edge cases
 # ----------------------------------------------------------------------------
 def test_rsample_gradients_reach_loc_scale_and_curvature(gen):
-    from hyro_edu.lorentz import LearnableCurvature
+    from hyro_edu.geometry.lorentz import LearnableCurvature
 
     k = LearnableCurvature(0.8)
     loc = t64(0.2, -0.3).requires_grad_(True)

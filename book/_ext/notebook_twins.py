@@ -17,7 +17,7 @@ NOTEBOOK_DIRS = ("book", "notebooks")
 def write_twins(srcdir: Path) -> list[Path]:
     import jupytext
 
-    from hyro_edu.notebook import is_myst_notebook
+    from hyro_edu.book.notebook import is_myst_notebook
 
     written = []
     for folder in NOTEBOOK_DIRS:
