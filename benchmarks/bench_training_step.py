@@ -62,7 +62,8 @@ import warnings
 import torch
 
 from hyro_edu.segmentation.catseg import LOSSES, segmentation_loss
-from hyro_edu.clip.model import TINY_CLIP_NAME, load_clip
+from hyro_edu.clip.tiny import TINY_CLIP_NAME
+from hyro_edu.clip.weights import load_clip
 from hyro_edu.clip.finetune import MODES, FinetuneConfig
 from hyro_edu.segmentation.model import PROMPT_ENSEMBLES, build_segmenter
 

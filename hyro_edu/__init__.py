@@ -69,7 +69,6 @@ SHORT_NAMES = {
     "taxonomies": "hierarchy.taxonomies",
     "tree_embedding": "hierarchy.tree_embedding",
     "entailment": "hierarchy.entailment",
-    "clip_model": "clip.model",
     "clip_pretraining": "clip.pretraining",
     "finetune": "clip.finetune",
     "toyworld": "data.toyworld",

@@ -6,13 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from hyro_edu import clip_model as C
+from hyro_edu.clip import backbone as B
+from hyro_edu.clip import tiny as T
+from hyro_edu.clip import weights as W
 
 
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    return C.load_clip(C.TINY_CLIP_NAME, None, device="cpu")
+    return W.load_clip(T.TINY_CLIP_NAME, None, device="cpu")
 
 
 @pytest.fixture
@@ -61,24 +63,24 @@ def test_tokenizer_works_offline(tiny):
 
 def test_interpolate_pos_embed_keeps_cls_and_is_identity_on_the_native_grid():
     pe = torch.randn(1 + 14 * 14, 32)
-    assert C.interpolate_pos_embed(pe, (14, 14)) is pe
-    big = C.interpolate_pos_embed(pe, (24, 24))
+    assert B.interpolate_pos_embed(pe, (14, 14)) is pe
+    big = B.interpolate_pos_embed(pe, (24, 24))
     assert big.shape == (1 + 24 * 24, 32)
     assert torch.equal(big[0], pe[0])
     const = torch.ones(1 + 14 * 14, 4)
-    torch.testing.assert_close(C.interpolate_pos_embed(const, (24, 20)), torch.ones(1 + 24 * 20, 4))
+    torch.testing.assert_close(B.interpolate_pos_embed(const, (24, 20)), torch.ones(1 + 24 * 20, 4))
     # a linear field f(s) = s/13 on source columns s = 0..13 is reproduced away from the border:
     # output column j samples s = (j + 1/2)·14/28 - 1/2 (align_corners=False)
     ramp = torch.linspace(0, 1, 14).repeat(14, 1)  # varies along x
     pe = torch.cat([torch.zeros(1, 1), ramp.reshape(-1, 1)])
     j = torch.arange(4, 24)
     expected = ((j + 0.5) / 2 - 0.5) / 13
-    up = C.interpolate_pos_embed(pe, (28, 28), mode="bilinear")[1:].reshape(28, 28)
+    up = B.interpolate_pos_embed(pe, (28, 28), mode="bilinear")[1:].reshape(28, 28)
     torch.testing.assert_close(up[10, 4:24], expected, atol=1e-6, rtol=0)
-    up = C.interpolate_pos_embed(pe, (28, 28))[1:].reshape(28, 28)  # bicubic: nearly linear
+    up = B.interpolate_pos_embed(pe, (28, 28))[1:].reshape(28, 28)  # bicubic: nearly linear
     torch.testing.assert_close(up[10, 4:24], expected, atol=5e-3, rtol=0)
     with pytest.raises(ValueError, match="square grid"):
-        C.interpolate_pos_embed(torch.zeros(1 + 12, 4), (3, 3))
+        B.interpolate_pos_embed(torch.zeros(1 + 12, 4), (3, 3))
 
 
 def test_dense_features_at_other_input_sizes(tiny):
@@ -99,7 +101,7 @@ def test_dense_block_equals_the_ordinary_block_when_there_is_nothing_to_mix(tiny
     block = tiny.model.visual.transformer.resblocks[-1]
     x = torch.randn(3, 1, 64)  # the CLS token alone: attention over one token is the identity
     with torch.no_grad():
-        torch.testing.assert_close(C.dense_block_forward(block, x), block(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(B.dense_block_forward(block, x), block(x), rtol=1e-5, atol=1e-6)
 
 
 def test_dense_block_does_not_mix_patch_tokens(tiny):
@@ -108,7 +110,7 @@ def test_dense_block_does_not_mix_patch_tokens(tiny):
     y = x.clone()
     y[:, 4] += torch.randn(64)  # perturb one patch token
     with torch.no_grad():
-        out_x, out_y = C.dense_block_forward(block, x), C.dense_block_forward(block, y)
+        out_x, out_y = B.dense_block_forward(block, x), B.dense_block_forward(block, y)
         std_x, std_y = block(x), block(y)
     changed = (out_x - out_y).abs().amax(-1)[0] > 1e-6
     assert changed.tolist() == [i == 4 for i in range(10)]
@@ -170,7 +172,7 @@ def test_qkv_weights_are_those_the_attention_uses(tiny):
 
 def test_qkv_adapters_reparametrise_every_forward_path(images):
     torch.manual_seed(1)
-    bb = C.load_clip(C.TINY_CLIP_NAME, None, device="cpu")
+    bb = W.load_clip(T.TINY_CLIP_NAME, None, device="cpu")
     with torch.no_grad():
         ref_img, ref_dense = bb.encode_image(images), bb.dense_features(images)
         ref_txt = bb.encode_text(["a red circle", "a blue star"])
@@ -209,7 +211,7 @@ def test_qkv_adapters_reparametrise_every_forward_path(images):
 
 def test_vit_b16_at_384_gives_a_24_by_24_grid_and_catseg_guidance_maps():
     torch.manual_seed(0)
-    vit = C.load_clip("ViT-B-16", None, device="cpu")
+    vit = W.load_clip("ViT-B-16", None, device="cpu")
     assert vit.native_grid == (14, 14) and vit.width("visual") == 768 and vit.width("text") == 512
     x = torch.randn(1, 3, 384, 384)
     with torch.no_grad():
@@ -223,23 +225,23 @@ def test_vit_b16_at_384_gives_a_24_by_24_grid_and_catseg_guidance_maps():
 
 
 def test_missing_weights_raise_a_clear_error(tmp_path):
-    with pytest.raises(C.WeightsUnavailableError) as info:
-        C.load_clip("ViT-B-16", "openai", cache_dir=tmp_path, allow_download=False, device="cpu")
+    with pytest.raises(W.WeightsUnavailableError) as info:
+        W.load_clip("ViT-B-16", "openai", cache_dir=tmp_path, allow_download=False, device="cpu")
     message = str(info.value)
     for part in ("'openai'", "'ViT-B-16'", str(tmp_path), "pretrained='/path/to/file'", "open_clip.create_model"):
         assert part in message
-    with pytest.raises(C.WeightsUnavailableError, match="no file at"):
-        C.load_clip("ViT-B-16", str(tmp_path / "nothing.pt"), device="cpu")
-    with pytest.raises(C.WeightsUnavailableError, match="no file at"):
-        C.load_clip(C.TINY_CLIP_NAME, str(tmp_path / "nothing.pt"), device="cpu")
+    with pytest.raises(W.WeightsUnavailableError, match="no file at"):
+        W.load_clip("ViT-B-16", str(tmp_path / "nothing.pt"), device="cpu")
+    with pytest.raises(W.WeightsUnavailableError, match="no file at"):
+        W.load_clip(T.TINY_CLIP_NAME, str(tmp_path / "nothing.pt"), device="cpu")
     with pytest.raises(ValueError, match="one of the tags"):
-        C.load_clip("ViT-B-16", "no-such-tag", cache_dir=tmp_path, allow_download=False)
+        W.load_clip("ViT-B-16", "no-such-tag", cache_dir=tmp_path, allow_download=False)
     with pytest.raises(ValueError, match="model_name must be"):
-        C.load_clip("ViT-Q-99", None)
+        W.load_clip("ViT-Q-99", None)
 
 
 def test_find_cached_weights_reads_open_clips_cache_layout(tmp_path):
-    assert C.find_cached_weights("ViT-B-16", "openai", tmp_path) is None
+    assert W.find_cached_weights("ViT-B-16", "openai", tmp_path) is None
     # the Hugging Face hub layout that open_clip's download leaves behind
     repo = tmp_path / "models--timm--vit_base_patch16_clip_224.openai"
     (repo / "refs").mkdir(parents=True)
@@ -247,15 +249,15 @@ def test_find_cached_weights_reads_open_clips_cache_layout(tmp_path):
     snap = repo / "snapshots" / "abc123"
     snap.mkdir(parents=True)
     (snap / "open_clip_model.safetensors").write_bytes(b"")
-    assert C.find_cached_weights("ViT-B-16", "openai", tmp_path) == snap / "open_clip_model.safetensors"
+    assert W.find_cached_weights("ViT-B-16", "openai", tmp_path) == snap / "open_clip_model.safetensors"
 
 
 def test_weights_load_from_a_local_file(tmp_path, images):
     torch.manual_seed(3)
-    source = C.build_tiny_clip()
+    source = T.build_tiny_clip()
     path = tmp_path / "tiny.pt"
     torch.save(source.state_dict(), path)
-    loaded = C.load_clip(C.TINY_CLIP_NAME, str(path), device="cpu")
+    loaded = W.load_clip(T.TINY_CLIP_NAME, str(path), device="cpu")
     assert loaded.pretrained == str(path)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model.encode_image(images), source.eval().encode_image(images))
@@ -264,13 +266,13 @@ def test_weights_load_from_a_local_file(tmp_path, images):
 def test_mode_selection(monkeypatch):
     monkeypatch.delenv("HYRO_EDU_MODE", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    mode = C.select_mode()
-    assert mode.name == "cpu-small" and not mode.full and mode.model_name == C.TINY_CLIP_NAME
-    assert C.describe_mode().startswith("cpu-small: tiny CLIP on the toy world")
+    mode = W.select_mode()
+    assert mode.name == "cpu-small" and not mode.full and mode.model_name == T.TINY_CLIP_NAME
+    assert W.describe_mode().startswith("cpu-small: tiny CLIP on the toy world")
     monkeypatch.setenv("HYRO_EDU_MODE", "gpu-full")
-    mode = C.select_mode()
+    mode = W.select_mode()
     assert mode.full and (mode.model_name, mode.pretrained) == ("ViT-B-16", "openai")
     assert str(mode).startswith("gpu-full: ViT-B-16 openai")
     monkeypatch.setenv("HYRO_EDU_MODE", "fast")
     with pytest.raises(ValueError, match="HYRO_EDU_MODE must be"):
-        C.select_mode()
+        W.select_mode()

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from hyro_edu import clip_pretraining as P
-from hyro_edu.clip.model import TINY_CLIP_NAME, load_clip
+from hyro_edu.clip.tiny import TINY_CLIP_NAME
+from hyro_edu.clip.weights import load_clip
 from hyro_edu.data.toyworld import ToyWorld
 
 SHORT = P.PretrainConfig(steps=100, batch_size=32, warmup=10)

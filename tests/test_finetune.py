@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from hyro_edu.clip.model import ClipBackbone, build_tiny_clip
+from hyro_edu.clip.backbone import ClipBackbone
+from hyro_edu.clip.tiny import build_tiny_clip
 from hyro_edu.clip.finetune import MODES, FinetuneConfig, apply_finetuning
 from hyro_edu.nn.hyperspherical import hyperspherical_energy
 
@@ -179,5 +180,5 @@ def test_bad_input():
     apply_finetuning(backbone, FinetuneConfig(mode="attention"))
     with pytest.raises(ValueError, match="already carries adapters"):
         apply_finetuning(backbone, FinetuneConfig(mode="attention"))
-    with pytest.raises(ValueError, match="backbone must be a hyro_edu.clip.model.ClipBackbone"):
+    with pytest.raises(ValueError, match="backbone must be a hyro_edu.clip.backbone.ClipBackbone"):
         apply_finetuning(torch.nn.Linear(2, 2), FinetuneConfig())

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from hyro_edu import catseg as CS
-from hyro_edu.clip.model import TINY_CLIP_NAME, ClipBackbone, build_tiny_clip
+from hyro_edu.clip.backbone import ClipBackbone
+from hyro_edu.clip.tiny import TINY_CLIP_NAME, build_tiny_clip
 from hyro_edu.clip.finetune import MODES, TOWERS, FinetuneConfig, apply_finetuning
 from hyro_edu.nn.hyperbolic_adapter import clip_threshold
 from hyro_edu.segmentation.model import (
@@ -608,7 +609,7 @@ def test_bad_decoder_and_other_arguments():
         with pytest.raises(ValueError, match=match):
             build_segmenter(backbone, config, **kwargs)
         assert untouched(backbone), kwargs
-    with pytest.raises(ValueError, match="backbone must be a hyro_edu.clip.model.ClipBackbone"):
+    with pytest.raises(ValueError, match="backbone must be a hyro_edu.clip.backbone.ClipBackbone"):
         build_segmenter(torch.nn.Linear(2, 2), config)
 
     ft = apply_finetuning(backbone, config)
@@ -619,7 +620,7 @@ def test_bad_decoder_and_other_arguments():
         OpenVocabSegmenter(backbone, ft, torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="finetuning must be a hyro_edu.clip.finetune.Finetuning"):
         OpenVocabSegmenter(backbone, torch.nn.Module(), decoder)
-    with pytest.raises(ValueError, match="backbone must be a hyro_edu.clip.model.ClipBackbone"):
+    with pytest.raises(ValueError, match="backbone must be a hyro_edu.clip.backbone.ClipBackbone"):
         OpenVocabSegmenter(torch.nn.Linear(2, 2), ft, decoder)
     with pytest.raises(ValueError, match=r"guidance_blocks must be two block indices in \[0, 2\]"):
         OpenVocabSegmenter(backbone, ft, decoder, guidance_blocks=(1, 3))

@@ -193,10 +193,10 @@ def test_the_two_whole_image_paths_differ_exactly_when_the_image_needs_padding()
 
 
 def test_padding_with_the_clip_mean_is_padding_the_normalised_image_with_zero():
-    from hyro_edu.clip.model import OPENAI_MEAN, OPENAI_STD
+    from hyro_edu.core.images import CLIP_MEAN, CLIP_STD
 
-    mean = torch.tensor(OPENAI_MEAN, dtype=torch.float64).view(1, 3, 1, 1) * 255
-    std = torch.tensor(OPENAI_STD, dtype=torch.float64).view(1, 3, 1, 1) * 255
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float64).view(1, 3, 1, 1) * 255
+    std = torch.tensor(CLIP_STD, dtype=torch.float64).view(1, 3, 1, 1) * 255
     torch.testing.assert_close(mean.flatten(), torch.tensor(CLIP_PIXEL_MEAN, dtype=torch.float64),
                                rtol=0, atol=1e-6)  # CAT-Seg's CLIP_PIXEL_MEAN is CLIP's mean
 

@@ -27,7 +27,7 @@ Trainable parameter counts on ViT-B/16 (text 12 × 512, vision 12 × 768; tested
 11,796,480 (256-blocks, full Θ); ``hyro`` 17,694,720; ``hclip`` 7,867,824 (128-blocks, the
 official relation) -- the numbers the official code's modules hold.
 
-Mechanism: :meth:`hyro_edu.clip.model.ClipBackbone.register_qkv_adapter`
+Mechanism: :meth:`hyro_edu.clip.backbone.ClipBackbone.register_qkv_adapter`
 (``torch.nn.utils.parametrize``): the frozen ``in_proj_weight`` stays in place and every forward
 pass -- ordinary, CAT-Seg's dense last layer, text -- uses the adapted weights.  H-CLIP also
 re-parametrises ``out_proj.weight``.  H-CLIP's blocks all come from one relation module; inside
@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from hyro_edu.clip.model import ClipBackbone
+from hyro_edu.clip.backbone import ClipBackbone
 from hyro_edu.nn.hyperbolic_adapter import MARGINS, HyperbolicAdapter
 from hyro_edu.nn.hyperspherical import HCLIPLayout, HCLIPRelation, oft_weight
 
@@ -197,7 +197,7 @@ def apply_finetuning(backbone: ClipBackbone, config: FinetuneConfig) -> Finetuni
     ``requires_grad=False``; a backbone that already carries adapters is rejected.
     """
     if not isinstance(backbone, ClipBackbone):
-        raise ValueError(f"backbone must be a hyro_edu.clip.model.ClipBackbone, got {type(backbone).__name__}")
+        raise ValueError(f"backbone must be a hyro_edu.clip.backbone.ClipBackbone, got {type(backbone).__name__}")
     if not isinstance(config, FinetuneConfig):
         raise ValueError(f"config must be a FinetuneConfig, got {type(config).__name__}")
     for tower in TOWERS:

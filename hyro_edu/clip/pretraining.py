@@ -51,7 +51,8 @@ from torch.utils.data import DataLoader
 
 from hyro_edu.training import lightning as _lightning
 from hyro_edu.core import paths
-from hyro_edu.clip.model import TINY_CLIP_CONFIG, TINY_CLIP_NAME, TINY_PRETRAINED, ClipBackbone, build_tiny_clip
+from hyro_edu.clip.backbone import ClipBackbone
+from hyro_edu.clip.tiny import TINY_CLIP_CONFIG, TINY_CLIP_NAME, TINY_PRETRAINED, build_tiny_clip
 from hyro_edu.data.toyworld import ToyImageDataset, ToyTransform, ToyWorld
 
 __all__ = [
@@ -77,7 +78,7 @@ class PretrainConfig:
     """Everything that determines the pretrained tiny CLIP (hashed into the cache key).
 
     model : keyword arguments of :class:`open_clip.CLIP` (default
-        :data:`~hyro_edu.clip.model.TINY_CLIP_CONFIG`).
+        :data:`~hyro_edu.clip.tiny.TINY_CLIP_CONFIG`).
     world : keyword arguments of :class:`~hyro_edu.data.toyworld.ToyWorld` (default ``{}``).
     steps : optimiser steps, >= 1 (default 900).
     batch_size : image-caption pairs per step, >= 2 (default 64).
@@ -203,7 +204,7 @@ class ToyCaptionDataModule(L.LightningDataModule):
 
 
 class ContrastivePretraining(L.LightningModule):
-    """Trains a :class:`~hyro_edu.clip.model.ClipBackbone` with :func:`contrastive_loss`.
+    """Trains a :class:`~hyro_edu.clip.backbone.ClipBackbone` with :func:`contrastive_loss`.
 
     Batches are dicts with ``image`` ``(N, 3, H, W)``, ``labels`` ``(N, C)`` and
     ``caption`` (N strings).  AdamW, linear warm-up then cosine decay per step;

@@ -1,4 +1,4 @@
-"""Input validation shared by the geometry modules.
+"""Input validation shared by the whole package (geometry, layers, configs).
 
 Every check raises ``ValueError`` with a message that names the argument, the
 allowed range, and what was received.
@@ -6,8 +6,8 @@ allowed range, and what was received.
 from __future__ import annotations
 
 import math
-from numbers import Real
-from typing import Union
+from numbers import Integral, Real
+from typing import Sequence, Union
 
 import torch
 
@@ -158,3 +158,29 @@ def broadcast_scalar(r, x: torch.Tensor, name: str) -> torch.Tensor | float:
     if isinstance(r, bool) or not isinstance(r, Real) or not math.isfinite(float(r)):
         raise ValueError(f"{name} must be a finite number or a tensor, got {r!r}")
     return float(r)
+
+
+def integer(value, name: str, low: int = 1, high: int | None = None) -> int:
+    """``value`` as an ``int`` if it is an integer (not a bool) in ``[low, high]``, else ``ValueError``.
+
+    NumPy integers count as integers. The message names ``name`` and the allowed range.
+    """
+    ok = isinstance(value, Integral) and not isinstance(value, bool)
+    if not ok or value < low or (high is not None and value > high):
+        allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return int(value)
+
+
+def integers(values, name: str, length: int, low: int = 1) -> tuple[int, ...]:
+    """A sequence of ``length`` integers ``>= low`` as a tuple; entries are named ``name[i]``."""
+    if not isinstance(values, Sequence) or isinstance(values, str) or len(values) != length:
+        raise ValueError(f"{name} must be a sequence of {length} integers >= {low}, got {values!r}")
+    return tuple(integer(v, f"{name}[{i}]", low) for i, v in enumerate(values))
+
+
+def choice(value, name: str, allowed: Sequence) -> object:
+    """``value`` if it is one of ``allowed``, else ``ValueError`` listing the allowed values."""
+    if value not in tuple(allowed):
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+    return value

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from hyro_edu.core.images import CLIP_MEAN, CLIP_STD  # re-exported: the toy transform's defaults
 from hyro_edu.hierarchy.trees import Tree
 
 __all__ = [
@@ -86,9 +87,6 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 #: label of pixels that belong to no object in the per-pixel class map.
 BACKGROUND = 255
-#: OpenAI CLIP's normalisation constants (open_clip.constants.OPENAI_DATASET_MEAN / _STD).
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _SPLITS = {"train": 0, "val": 1, "test": 2}
 _TEMPLATES_1 = ("a photo of a {}.", "a {}.", "a picture of a {}.", "there is a {} in the scene.")

@@ -55,7 +55,8 @@ from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 from torch import nn
 
 from hyro_edu.segmentation.catseg import PRESETS, CATSegDecoder, build_catseg_decoder
-from hyro_edu.clip.model import TINY_CLIP_NAME, ClipBackbone
+from hyro_edu.clip.backbone import ClipBackbone
+from hyro_edu.clip.tiny import TINY_CLIP_NAME
 from hyro_edu.clip.finetune import FinetuneConfig, Finetuning, apply_finetuning
 from hyro_edu.data.benchmarks import prompt_name  # one rule for the whole package (CAT-Seg's)
 
@@ -105,7 +106,7 @@ def default_guidance_blocks(num_layers: int) -> tuple[int, int]:
 
 
 def default_decoder_preset(backbone: ClipBackbone) -> str:
-    """``"tiny"`` for the tiny CLIP (:data:`~hyro_edu.clip.model.TINY_CLIP_NAME`), ``"vit_l14"``
+    """``"tiny"`` for the tiny CLIP (:data:`~hyro_edu.clip.tiny.TINY_CLIP_NAME`), ``"vit_l14"``
     for a 24-block vision tower (ViT-L), else ``"vit_b16"``.  :func:`build_segmenter` takes the
     input widths and guidance blocks from the backbone in every case; the presets differ only
     there."""
@@ -125,7 +126,7 @@ def _class_names(class_names) -> tuple[str, ...]:
 
 def _check_backbone(backbone) -> None:
     if not isinstance(backbone, ClipBackbone):
-        raise ValueError(f"backbone must be a hyro_edu.clip.model.ClipBackbone, got {type(backbone).__name__}")
+        raise ValueError(f"backbone must be a hyro_edu.clip.backbone.ClipBackbone, got {type(backbone).__name__}")
 
 
 def _templates(template) -> tuple[str, ...]:

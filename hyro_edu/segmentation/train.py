@@ -106,7 +106,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from hyro_edu.training import lightning as _lightning
 from hyro_edu.core import paths
 from hyro_edu.segmentation.catseg import LOSSES, segmentation_loss
-from hyro_edu.clip.model import OPENAI_MEAN, OPENAI_STD, TINY_CLIP_NAME, TINY_PRETRAINED, load_clip
+from hyro_edu.clip.tiny import TINY_CLIP_NAME, TINY_PRETRAINED
+from hyro_edu.clip.weights import load_clip
+from hyro_edu.core.images import CLIP_MEAN, CLIP_STD
 from hyro_edu.clip.finetune import MODES, FinetuneConfig
 from hyro_edu.segmentation.model import PROMPT_ENSEMBLES, OpenVocabSegmenter, build_segmenter
 from hyro_edu.segmentation.evaluation import MeanIoU
@@ -202,7 +204,7 @@ class SegTrainConfig:
     name : run directory under ``$HYRO_EDU_CHECKPOINTS`` (letters, digits, ``-_.``).
     preset : ``"paper"`` or ``"official"`` (see the module docstring).
     mode : one of :data:`hyro_edu.clip.finetune.MODES`.
-    model, pretrained : :func:`hyro_edu.clip.model.load_clip` arguments (``"hyro-tiny"`` /
+    model, pretrained : :func:`hyro_edu.clip.weights.load_clip` arguments (``"hyro-tiny"`` /
         ``"toyworld"``: the tiny CLIP pretrained on the toy world; ``"ViT-B-16"`` / ``"openai"``;
         ``"ViT-L-14-336"`` / ``"openai"``; ``pretrained: null`` for random weights).
     image_size : training crop side in pixels (a multiple of the patch size unless
@@ -828,8 +830,8 @@ class CocoStuffTrainData(Dataset):
         self.size, self.seed, self.max_size = int(size), int(seed), int(max_size)
         self.color_aug, self.resize = color_aug, resize
         self.ssd = ColorAugSSD()
-        self.mean = torch.tensor(mean or OPENAI_MEAN).view(3, 1, 1)
-        self.std = torch.tensor(std or OPENAI_STD).view(3, 1, 1)
+        self.mean = torch.tensor(mean or CLIP_MEAN).view(3, 1, 1)
+        self.std = torch.tensor(std or CLIP_STD).view(3, 1, 1)
 
     def __len__(self) -> int:
         return len(self.data)
