@@ -1,0 +1,5 @@
+"""Datasets: the procedural toy world (images, masks, a three-level taxonomy) and the seven open-vocabulary segmentation benchmarks read from their prepared on-disk formats."""
+from hyro_edu.core.lazy import lazy_submodules
+
+__all__ = ["toyworld", "benchmarks"]
+__getattr__, __dir__ = lazy_submodules(__name__, __all__)
