@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, settings
 
 # One intra-op thread for the unit tests: their tensors are small, and a two-thread pool stalls
 # (100x slower measured) whenever another process holds a core.  1 is also the safe value:
-# torch.set_num_threads(k >= 2) breaks batched CPU LU in torch 2.14 (see hyro_edu.geometry.cayley._solve).
+# torch.set_num_threads(k >= 2) breaks batched CPU LU in torch 2.14 (see hyro_edu.geometry.cayley.solve).
 torch.set_num_threads(1)
 
 # Hypothesis: enough examples to find edge cases, bounded for a 2-core CI.

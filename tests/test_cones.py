@@ -10,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hyro_edu import cones as C
+from hyro_edu.book.plotting import cone_outline
+from hyro_edu.hierarchy import entailment as E
 from hyro_edu import lorentz as L
 from hyro_edu import poincare as P
 from hyro_edu.hierarchy.taxonomies import cifar100_hierarchy
@@ -478,26 +480,26 @@ def test_strict_domain_check():
 # ----------------------------------------------------------------------------
 def test_transitive_closure_is_a_strict_partial_order():
     tree = cifar100_hierarchy()
-    a = C.transitive_closure(tree)
+    a = E.transitive_closure(tree)
     for v in range(len(tree)):
         assert set(a[:, v].nonzero().flatten().tolist()) == set(tree.ancestors(v))
     assert not bool(a.diagonal().any())  # irreflexive
     assert not bool((a & a.T).any())  # antisymmetric
     a2 = (a.double() @ a.double()) > 0
     assert bool((a2 <= a).all())  # transitive
-    assert len(C.positive_pairs(tree)) == 220 and len(C.positive_pairs(tree, closure=False)) == 120
-    neg = C.non_entailed_pairs(tree)
+    assert len(E.positive_pairs(tree)) == 220 and len(E.positive_pairs(tree, closure=False)) == 120
+    neg = E.non_entailed_pairs(tree)
     assert len(neg) == 121 * 120 - 220
     assert not bool(a[neg[:, 0], neg[:, 1]].any()) and bool((neg[:, 0] != neg[:, 1]).all())
 
 
 def test_negative_sampling_is_uniform_and_seeded():
     tree = balanced_tree(2, 2)
-    cand = C.non_entailed_pairs(tree)
-    s1 = C.sample_negatives(cand, 30_000, generator=torch.Generator().manual_seed(3))
-    s2 = C.sample_negatives(cand, 30_000, generator=torch.Generator().manual_seed(3))
+    cand = E.non_entailed_pairs(tree)
+    s1 = E.sample_negatives(cand, 30_000, generator=torch.Generator().manual_seed(3))
+    s2 = E.sample_negatives(cand, 30_000, generator=torch.Generator().manual_seed(3))
     assert torch.equal(s1, s2)
-    closure = C.transitive_closure(tree)
+    closure = E.transitive_closure(tree)
     assert not bool(closure[s1[:, 0], s1[:, 1]].any())
     counts = torch.zeros(len(tree), len(tree))
     counts.index_put_((s1[:, 0], s1[:, 1]), torch.ones(len(s1)), accumulate=True)
@@ -507,7 +509,7 @@ def test_negative_sampling_is_uniform_and_seeded():
     dof = len(cand) - 1
     assert chi2 < dof + 5 * math.sqrt(2 * dof)  # far inside the chi-square's bulk
     with pytest.raises(ValueError, match="n must be"):
-        C.sample_negatives(cand, -1)
+        E.sample_negatives(cand, -1)
 
 
 def tiny_embedding():
@@ -527,27 +529,27 @@ def tiny_embedding():
 
 def test_margin_loss_and_metrics_on_a_hand_made_embedding():
     tree, pts = tiny_embedding()
-    pos = C.positive_pairs(tree)
-    neg = C.non_entailed_pairs(tree)
+    pos = E.positive_pairs(tree)
+    neg = E.non_entailed_pairs(tree)
     e_pos, e_neg = C.pair_energies(pts, pos), C.pair_energies(pts, neg)
     assert bool((e_pos == 0).all()) and bool((e_neg > 0).all())
-    m = C.evaluate_cones(pts, tree)
+    m = E.evaluate_cones(pts, tree)
     assert (m.recall, m.false_positive_rate, m.precision, m.f1) == (1.0, 0.0, 1.0, 1.0)
     # L = 0 iff positives inside and negatives beyond the margin
     gap = e_neg.min().item()
-    assert C.margin_loss(pts, pos, neg, margin=0.9 * gap).item() == 0
-    big = C.margin_loss(pts, pos, neg, margin=gap + 0.1)
+    assert E.margin_loss(pts, pos, neg, margin=0.9 * gap).item() == 0
+    big = E.margin_loss(pts, pos, neg, margin=gap + 0.1)
     torch.testing.assert_close(big, torch.relu(gap + 0.1 - e_neg).sum())
     torch.testing.assert_close(
-        C.margin_loss(pts, pos, neg, margin=gap + 0.1, reduction="mean"), big / len(pos)
+        E.margin_loss(pts, pos, neg, margin=gap + 0.1, reduction="mean"), big / len(pos)
     )
     # swapping parent and child breaks every positive pair
     swapped = C.pair_energies(pts, pos.flip(1))
     assert bool((swapped > 0).all())
     with pytest.raises(ValueError, match="margin"):
-        C.margin_loss(pts, pos, neg, margin=-1.0)
+        E.margin_loss(pts, pos, neg, margin=-1.0)
     with pytest.raises(ValueError, match="positives must hold node indices"):
-        C.margin_loss(pts, pos + 10, neg)
+        E.margin_loss(pts, pos + 10, neg)
 
 
 def test_project_annulus(dtype, gen):
@@ -557,13 +559,13 @@ def test_project_annulus(dtype, gen):
             * torch.logspace(-3, 1, 500, dtype=dtype)[:, None]
         )
         x[0] = 0
-        y = C.project_annulus(x, c=c, geometry=geometry, outer=2.0)
+        y = E.project_annulus(x, c=c, geometry=geometry, outer=2.0)
         n = y.norm(dim=-1)
         lo = C.inner_radius(0.1, c=c, geometry=geometry)
         hi = 1 / math.sqrt(c) if geometry == "poincare" else 2.0
         assert bool((n >= lo * (1 - 1e-6)).all()) and bool((n <= hi * (1 + 1e-6)).all())
         torch.testing.assert_close(
-            C.project_annulus(y, c=c, geometry=geometry, outer=2.0), y
+            E.project_annulus(y, c=c, geometry=geometry, outer=2.0), y
         )  # idempotent
         keep = x.norm(dim=-1) > 0
         cos = (x[keep] * y[keep]).sum(-1) / (x[keep].norm(dim=-1) * n[keep])
@@ -578,60 +580,60 @@ def test_rsgd_step(gen):
     grad = torch.randn(20, 2, dtype=F64, generator=gen)
     lr = 1e-3
     expected = u - lr * ((1 - (u * u).sum(-1, keepdim=True)) ** 2 / 4) * grad
-    torch.testing.assert_close(C.rsgd_step(u, grad, lr=lr), C.project_annulus(expected))
+    torch.testing.assert_close(E.rsgd_step(u, grad, lr=lr), E.project_annulus(expected))
     # clipped steps have hyperbolic length max_step (for small steps ≈ the distance moved)
-    big = C.rsgd_step(u, 1e4 * grad, lr=1.0, max_step=0.01)
+    big = E.rsgd_step(u, 1e4 * grad, lr=1.0, max_step=0.01)
     torch.testing.assert_close(
         P.dist(u, big, c=1.0), torch.full((20,), 0.01, dtype=F64), rtol=2e-2, atol=0
     )
     with pytest.raises(ValueError, match="lr"):
-        C.rsgd_step(u, grad, lr=0.0)
+        E.rsgd_step(u, grad, lr=0.0)
     with pytest.raises(ValueError, match="max_step"):
-        C.rsgd_step(u, grad, lr=1.0, max_step=-1.0)
+        E.rsgd_step(u, grad, lr=1.0, max_step=-1.0)
 
 
 def test_a_small_rsgd_step_decreases_the_loss(gen):
     tree = balanced_tree(2, 2)
     u = annulus_points(len(tree), 2, 1.0, F64, gen, hi=0.7).requires_grad_(True)
-    pos, neg = C.positive_pairs(tree), C.non_entailed_pairs(tree)
-    loss = C.margin_loss(u, pos, neg, margin=0.1)
+    pos, neg = E.positive_pairs(tree), E.non_entailed_pairs(tree)
+    loss = E.margin_loss(u, pos, neg, margin=0.1)
     (g,) = torch.autograd.grad(loss, u)
-    after = C.margin_loss(C.rsgd_step(u.detach(), g, lr=1e-4), pos, neg, margin=0.1)
+    after = E.margin_loss(E.rsgd_step(u.detach(), g, lr=1e-4), pos, neg, margin=0.1)
     assert after.item() < loss.item()
 
 
 def test_fit_cones_is_deterministic_and_learns_the_order_through_transitivity():
     tree = balanced_tree(3, 2)  # 13 nodes
-    edges = C.positive_pairs(tree, closure=False)
-    fit = C.fit_cones(tree, seed=1, steps=250, train_pairs=edges)
-    again = C.fit_cones(tree, seed=1, steps=250, train_pairs=edges)
+    edges = E.positive_pairs(tree, closure=False)
+    fit = E.fit_cones(tree, seed=1, steps=250, train_pairs=edges)
+    again = E.fit_cones(tree, seed=1, steps=250, train_pairs=edges)
     assert torch.equal(fit.points, again.points) and fit.losses == again.losses
-    start = C.fit_cones(tree, seed=1, steps=1, train_pairs=edges)  # (one step from) the init
-    other = C.fit_cones(tree, seed=2, steps=1, train_pairs=edges)
+    start = E.fit_cones(tree, seed=1, steps=1, train_pairs=edges)  # (one step from) the init
+    other = E.fit_cones(tree, seed=2, steps=1, train_pairs=edges)
     assert not torch.equal(start.points, other.points)
     assert sum(fit.losses[-20:]) < 0.2 * sum(fit.losses[:20])
     # trained on parent->child edges only; the root->grandchild pairs follow by transitivity
-    closure = C.positive_pairs(tree)
+    closure = E.positive_pairs(tree)
     held_out = closure[
         torch.tensor([tree.depths[v] - tree.depths[u] == 2 for u, v in closure.tolist()])
     ]
-    assert C.evaluate_cones(fit.points, tree, pairs=edges).recall == 1.0
-    assert C.evaluate_cones(fit.points, tree, pairs=held_out).recall == 1.0
+    assert E.evaluate_cones(fit.points, tree, pairs=edges).recall == 1.0
+    assert E.evaluate_cones(fit.points, tree, pairs=held_out).recall == 1.0
     assert (
-        C.evaluate_cones(start.points, tree).f1 < 0.5 < 0.8 < C.evaluate_cones(fit.points, tree).f1
+        E.evaluate_cones(start.points, tree).f1 < 0.5 < 0.8 < E.evaluate_cones(fit.points, tree).f1
     )
     n = fit.points.norm(dim=-1)
     assert bool((n >= C.inner_radius(0.1)).all()) and bool((n < 1).all())
     with pytest.raises(ValueError, match="final"):
-        C.fit_cones(tree, steps=1, final=0.0)
+        E.fit_cones(tree, steps=1, final=0.0)
     with pytest.raises(ValueError, match="steps"):
-        C.fit_cones(tree, steps=0)
+        E.fit_cones(tree, steps=0)
 
 
 def test_pair_energies_match_the_pointwise_functions(gen):
     tree = balanced_tree(2, 3)
     pts = annulus_points(len(tree), 3, 1.0, F64, gen)
-    pairs = torch.cat([C.positive_pairs(tree), C.non_entailed_pairs(tree)])
+    pairs = torch.cat([E.positive_pairs(tree), E.non_entailed_pairs(tree)])
     x, y = pts[pairs[:, 0]], pts[pairs[:, 1]]
     torch.testing.assert_close(
         C.pair_energies(pts, pairs, c=1.0), C.energy(x, y, c=1.0), rtol=0, atol=0
@@ -647,12 +649,12 @@ def test_pair_energies_match_the_pointwise_functions(gen):
 def test_cone_outline_follows_the_cone_boundary():
     x = torch.tensor([0.3, 0.35], dtype=F64)
     for c in [0.5, 1.0, 2.0]:
-        poly = C.cone_outline(x / math.sqrt(c), c=c, n=40)
+        poly = cone_outline(x / math.sqrt(c), c=c, n=40)
         rays = poly[1:30]  # the first boundary geodesic (its start is the apex itself)
         xi = C.exterior_angle((x / math.sqrt(c)).expand_as(rays), rays, c=c)
         psi = C.half_aperture(x / math.sqrt(c), c=c)
         torch.testing.assert_close(xi, psi.expand_as(xi), rtol=0, atol=1e-7)
-    e_poly = C.cone_outline(
+    e_poly = cone_outline(
         torch.tensor([1.0, 0.5], dtype=F64), K=0.5, geometry="euclidean", reach=4.0
     )
     assert e_poly.norm(dim=-1).max().item() <= 4.0 + 1e-9
@@ -675,18 +677,18 @@ def test_project_annulus_gap_is_ganeas_clipping(c):
     eps_k = C.inner_radius(0.1)
     radii = torch.tensor([0.0, 1e-3, eps_k, eps_k + 1e-6, 0.5, 1 - 1e-6, 1.0], dtype=F64)
     x = torch.stack([radii, torch.zeros_like(radii)], -1) / math.sqrt(c)
-    y = C.project_annulus(x, c=c, gap=1e-5)
+    y = E.project_annulus(x, c=c, gap=1e-5)
     r = y.norm(dim=-1) * math.sqrt(c)
     assert abs(r.min().item() - (eps_k + 1e-5)) < 1e-12  # the old code: eps_K (1 + 1.5e-8)
     assert abs(r.max().item() - (1 - 1e-5)) < 1e-12  # the old code: 1 - 1.5e-8
     assert abs(r[4].item() - 0.5) < 1e-15  # points inside are kept
-    torch.testing.assert_close(C.project_annulus(y, c=c, gap=1e-5), y, rtol=0, atol=0)
+    torch.testing.assert_close(E.project_annulus(y, c=c, gap=1e-5), y, rtol=0, atol=0)
     # the default is unchanged: a relative gap sqrt(eps) at the inner edge
-    r0 = C.project_annulus(x, c=c).norm(dim=-1) * math.sqrt(c)
+    r0 = E.project_annulus(x, c=c).norm(dim=-1) * math.sqrt(c)
     assert abs(r0.min().item() / eps_k - 1 - 2**-26) < 1e-12
     # at Ganea's gap the aperture's slope is far smaller than at sqrt(eps) (square-root law)
     slopes = []
-    for proj in (C.project_annulus(x[:1], c=1.0), C.project_annulus(x[:1], c=1.0, gap=1e-5)):
+    for proj in (E.project_annulus(x[:1], c=1.0), E.project_annulus(x[:1], c=1.0, gap=1e-5)):
         p = proj.clone().requires_grad_(True)
         C.half_aperture(p, c=1.0).sum().backward()
         slopes.append(p.grad.norm().item())
@@ -695,7 +697,7 @@ def test_project_annulus_gap_is_ganeas_clipping(c):
 
 def test_project_annulus_gap_euclidean():
     x = torch.tensor([[0.05, 0.0], [0.0, 3.0]], dtype=F64)
-    y = C.project_annulus(x, geometry="euclidean", K=0.2, gap=0.01, outer=2.0)
+    y = E.project_annulus(x, geometry="euclidean", K=0.2, gap=0.01, outer=2.0)
     torch.testing.assert_close(y.norm(dim=-1), torch.tensor([0.21, 2.0], dtype=F64))
 
 
@@ -705,16 +707,16 @@ def test_project_annulus_gap_euclidean():
 def test_gap_must_leave_a_non_empty_annulus(bad):
     x = torch.tensor([[0.3, 0.2]], dtype=F64)
     with pytest.raises(ValueError, match="gap"):
-        C.project_annulus(x, c=1.0, gap=bad)
+        E.project_annulus(x, c=1.0, gap=bad)
     with pytest.raises(ValueError, match="gap"):
-        C.rsgd_step(x, torch.ones_like(x), lr=1e-3, gap=bad)
+        E.rsgd_step(x, torch.ones_like(x), lr=1e-3, gap=bad)
     with pytest.raises(ValueError, match="gap"):
-        C.fit_cones(balanced_tree(2, 1), steps=1, gap=bad)
+        E.fit_cones(balanced_tree(2, 1), steps=1, gap=bad)
     with pytest.raises(ValueError, match="gap"):  # K + gap must stay below outer
-        C.project_annulus(x, geometry="euclidean", K=0.1, outer=0.2, gap=0.2)
+        E.project_annulus(x, geometry="euclidean", K=0.1, outer=0.2, gap=0.2)
     # a float32 gap below finfo(float32).eps would put 1 - gap on the boundary itself
     with pytest.raises(ValueError, match="gap"):
-        C.project_annulus(x.float(), c=1.0, gap=1e-9)
+        E.project_annulus(x.float(), c=1.0, gap=1e-9)
 
 
 def test_rsgd_step_and_fit_cones_use_the_gap():
@@ -722,42 +724,42 @@ def test_rsgd_step_and_fit_cones_use_the_gap():
     u = torch.tensor([[0.3, 0.0], [0.0, 0.5]], dtype=F64)
     grad = torch.tensor([[1.0, 0.0], [0.0, 0.0]], dtype=F64)
     into_core = 0.25 / ((1 - 0.09) ** 2 / 4)  # the lr that moves u[0] to ||u|| = 0.05
-    step = C.rsgd_step(u, grad, lr=into_core, gap=1e-5)  # into the core, then clipped
+    step = E.rsgd_step(u, grad, lr=into_core, gap=1e-5)  # into the core, then clipped
     assert abs(step[0].norm().item() - (eps_k + 1e-5)) < 1e-12 and step[0, 0] > 0
-    across = C.rsgd_step(u, grad, lr=100.0, gap=1e-5)  # thrown across the origin and beyond
+    across = E.rsgd_step(u, grad, lr=100.0, gap=1e-5)  # thrown across the origin and beyond
     assert abs(across[0].norm().item() - (1 - 1e-5)) < 1e-12 and across[0, 0] < 0
-    fit = C.fit_cones(balanced_tree(2, 2), steps=3, gap=1e-3)
+    fit = E.fit_cones(balanced_tree(2, 2), steps=3, gap=1e-3)
     r = fit.points.norm(dim=-1)
     assert r.min().item() >= eps_k + 1e-3 - 1e-12 and r.max().item() <= 1 - 1e-3 + 1e-12
 
 
 def test_fit_cones_mini_batches():
     tree = balanced_tree(2, 2)
-    edges = C.positive_pairs(tree, closure=False)  # 6 edges
-    full = C.fit_cones(tree, steps=4, train_pairs=edges, seed=3)
-    batched = C.fit_cones(tree, steps=4, train_pairs=edges, seed=3, batch_size=2)
-    big = C.fit_cones(tree, steps=4, train_pairs=edges, seed=3, batch_size=100)
+    edges = E.positive_pairs(tree, closure=False)  # 6 edges
+    full = E.fit_cones(tree, steps=4, train_pairs=edges, seed=3)
+    batched = E.fit_cones(tree, steps=4, train_pairs=edges, seed=3, batch_size=2)
+    big = E.fit_cones(tree, steps=4, train_pairs=edges, seed=3, batch_size=100)
     assert torch.equal(full.points, big.points)  # batch_size >= P: the full batch
     assert not torch.equal(full.points, batched.points)
-    again = C.fit_cones(tree, steps=4, train_pairs=edges, seed=3, batch_size=2)
+    again = E.fit_cones(tree, steps=4, train_pairs=edges, seed=3, batch_size=2)
     assert torch.equal(batched.points, again.points)
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="batch_size"):
-            C.fit_cones(tree, steps=1, batch_size=bad)
+            E.fit_cones(tree, steps=1, batch_size=bad)
 
 
 def test_fit_cones_batches_cover_every_pair_each_epoch(monkeypatch):
     tree = balanced_tree(2, 2)
-    edges = C.positive_pairs(tree, closure=False)
+    edges = E.positive_pairs(tree, closure=False)
     seen = []
-    real = C.margin_loss
+    real = E.margin_loss
 
     def spy(points, positives, negatives, **kw):
         seen.append(positives.clone())
         return real(points, positives, negatives, **kw)
 
-    monkeypatch.setattr(C, "margin_loss", spy)
-    C.fit_cones(tree, steps=6, train_pairs=edges, batch_size=2)
+    monkeypatch.setattr(E, "margin_loss", spy)
+    E.fit_cones(tree, steps=6, train_pairs=edges, batch_size=2)
     assert all(len(b) == 2 for b in seen)
     for epoch in (seen[:3], seen[3:]):
         got = sorted(map(tuple, torch.cat(epoch).tolist()))
@@ -766,11 +768,11 @@ def test_fit_cones_batches_cover_every_pair_each_epoch(monkeypatch):
 
 def test_evaluate_cones_with_given_negatives():
     tree = balanced_tree(2, 2)
-    pts = C.fit_cones(tree, steps=200, seed=0).points
-    neg = C.non_entailed_pairs(tree)
+    pts = E.fit_cones(tree, steps=200, seed=0).points
+    neg = E.non_entailed_pairs(tree)
     some = neg[:5]
-    m_all = C.evaluate_cones(pts, tree)
-    m_some = C.evaluate_cones(pts, tree, negatives=some)
+    m_all = E.evaluate_cones(pts, tree)
+    m_some = E.evaluate_cones(pts, tree, negatives=some)
     assert m_some.n_negative == 5 and m_all.n_negative == len(neg)
     hit = int((C.pair_energies(pts, some) <= 0).sum())
     assert abs(m_some.false_positive_rate - hit / 5) < 1e-15
@@ -818,7 +820,7 @@ def test_symmetric_energy_has_a_positive_lower_bound(c, gen):
     p = annulus_points(20000, 3, c, F64, gen, hi=0.95)
     # nearby pairs too, where both energies can be small
     p[:10000] = P.expmap(a[:10000], 0.05 * torch.randn(10000, 3, dtype=F64, generator=gen), c=c)
-    p = C.project_annulus(p, c=c)
+    p = E.project_annulus(p, c=c)
     both = C.energy(a, p, c=c) + C.energy(p, a, c=c)
     bound = torch.minimum(
         math.pi / 2 - C.half_aperture(a, c=c), math.pi / 2 - C.half_aperture(p, c=c)

@@ -39,7 +39,7 @@ def _mp_log_sinhc(x: float) -> float:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_log_sinhc_matches_mpmath(dtype):
     eps = torch.finfo(dtype).eps
-    x0 = W._series_switch(dtype)
+    x0 = W.log_sinhc_switch(dtype)
     sw = torch.tensor(x0, dtype=dtype)
     xs = torch.cat(
         [
@@ -53,7 +53,7 @@ def test_log_sinhc_matches_mpmath(dtype):
     got = W.log_sinhc(xs).double()
     ref = torch.tensor([_mp_log_sinhc(float(v)) for v in xs], dtype=F64)
     rel = (got - ref).abs() / ref.abs()
-    # error analysis in W._series_switch: the closed form just above x0 loses
+    # error analysis in W.log_sinhc_switch: the closed form just above x0 loses
     # 6·eps·(1 + |log 2x0|)/x0² (a difference of logs); a few eps of rounding elsewhere.
     bound = (6 * (1 + abs(math.log(2 * x0))) / x0**2 + 4) * eps
     assert rel.max().item() <= bound, (rel.max().item() / eps, xs[rel.argmax()].item())

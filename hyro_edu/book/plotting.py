@@ -1,7 +1,9 @@
 """Matplotlib drawings of the Poincaré disk (curvature ``-c``, ``c > 0``; radius ``1/sqrt(c)``).
 
 Every curve is computed with :mod:`hyro_edu.geometry.poincare`: geodesics with
-:func:`~hyro_edu.geometry.poincare.geodesic`, circles with :func:`~hyro_edu.geometry.poincare.expmap`.
+:func:`~hyro_edu.geometry.poincare.geodesic`, circles with :func:`~hyro_edu.geometry.poincare.expmap`,
+the outlines of entailment cones (:func:`cone_outline`) with
+:func:`~hyro_edu.geometry.poincare.expmap` and :mod:`hyro_edu.geometry.cones`.
 """
 from __future__ import annotations
 
@@ -9,10 +11,19 @@ import math
 
 import torch
 
+from hyro_edu.core import checks as _checks
+from hyro_edu.geometry import cones as C
 from hyro_edu.geometry import poincare as P
 from hyro_edu.hierarchy.trees import Tree
 
-__all__ = ["disk_axes", "geodesic_curve", "hyperbolic_circle", "draw_tree", "poincare_scene"]
+__all__ = [
+    "disk_axes",
+    "geodesic_curve",
+    "hyperbolic_circle",
+    "draw_tree",
+    "poincare_scene",
+    "cone_outline",
+]
 
 
 def disk_axes(ax, c: float = 1.0, *, title: str | None = None):
@@ -95,3 +106,55 @@ def poincare_scene(ax, *, c: float = 1.0, center=(0.3, 0.2), radii=(0.5, 1.0, 2.
     ax.scatter([x[0].item()], [x[1].item()], color="black", s=18, zorder=3)
     ax.set_title(f"c = {c:g}  (ball radius {scale:.2f})")
     return ax
+
+
+def cone_outline(
+    x: torch.Tensor,
+    *,
+    c: float = 1.0,
+    K: float = 0.1,
+    geometry: str = "poincare",
+    n: int = 64,
+    reach: float = 1.0,
+) -> torch.Tensor:
+    r"""A closed polygon ``(M, 2)`` around the 2-D cone of the apex ``x`` (shape ``(2,)``).
+
+    The two boundary geodesics leave ``x`` at angles ``±ψ(x)`` from the axis; in the Poincaré ball
+    (curvature ``-c``) they are followed until they are within ``1e-3`` (relative) of the boundary,
+    then the polygon closes along the boundary circle.  Euclidean cones are cut at the circle of
+    radius ``reach``.  Float64 throughout.  The half-apertures are
+    :func:`hyro_edu.geometry.cones.half_aperture` and ``euclidean_half_aperture``.
+    """
+    _checks.choice(geometry, "geometry", C.GEOMETRIES)
+    K = C.aperture_constant(K)
+    _checks.tensor(x, "x")
+    if x.shape != (2,):
+        raise ValueError(f"x must be one point of the plane, shape (2,), got {tuple(x.shape)}")
+    x = x.detach().double()
+    phi = math.atan2(x[1].item(), x[0].item())
+    if geometry == "poincare":
+        c = float(_checks.curvature(c))
+        psi = C.half_aperture(x, c=c, K=K).item()
+        edge = (1 - 1e-3) / math.sqrt(c)
+        lam = P.conformal_factor(x, c=c).item()
+        lengths = torch.cat([torch.zeros(1), torch.logspace(-3, 1.5, n)]).double() / math.sqrt(c)
+    else:
+        psi = C.euclidean_half_aperture(x, K=K).item()
+        edge = float(reach)
+        if not edge > x.norm().item():
+            raise ValueError(f"reach must exceed ||x|| = {x.norm().item():.4g}, got {reach!r}")
+        lam, lengths = 1.0, torch.linspace(0, 2 * edge, n).double()
+    sides = []
+    for sign in (-1.0, 1.0):
+        u = torch.tensor([math.cos(phi + sign * psi), math.sin(phi + sign * psi)]).double()
+        if geometry == "poincare":
+            ray = P.expmap(x.expand(len(lengths), 2), lengths[:, None] / lam * u, c=c)
+        else:
+            ray = x + lengths[:, None] * u
+        ray = ray[ray.norm(dim=-1) <= edge]
+        sides.append(ray)
+    ends = [math.atan2(s[-1, 1].item(), s[-1, 0].item()) for s in sides]
+    rel = [math.remainder(a - phi, 2 * math.pi) for a in ends]
+    arc = phi + torch.linspace(rel[0], rel[1], n).double()
+    arc = edge * torch.stack([arc.cos(), arc.sin()], dim=-1)
+    return torch.cat([sides[0], arc, sides[1].flip(0)])

@@ -21,12 +21,17 @@ puts float16 points exactly on the boundary).
 * :func:`fp32_math` -- a decorator: half-precision inputs are promoted to
   float32 and autocast is switched off inside, so hyperbolic ops never run in
   float16/bfloat16, where ``1 - 1e-5 == 1``.
+
+The small kernels every geometry module needs are here once: :func:`sqrt` (of a
+curvature that is a number or a tensor), :func:`norm_keepdim`, :func:`floored`
+(a norm floored at :func:`norm_floor` before dividing by it) and :func:`artanh`
+(clamped at :func:`artanh_limit`).
 """
 from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, TypeVar
+from typing import Callable, TypeVar, Union
 
 import torch
 
@@ -38,12 +43,17 @@ __all__ = [
     "max_radius",
     "fp32_math",
     "compute_dtype",
+    "sqrt",
+    "norm_keepdim",
+    "floored",
+    "artanh",
 ]
 
 _HALF = (torch.float16, torch.bfloat16)
 _AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps")
 
 F = TypeVar("F", bound=Callable)
+Scalar = Union[float, torch.Tensor]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -76,12 +86,13 @@ def artanh_limit(dtype: torch.dtype) -> float:
     return 1.0 - torch.finfo(compute_dtype(dtype)).eps
 
 
-def max_ball_norm(c: float, dtype: torch.dtype = torch.float32) -> float:
+def max_ball_norm(c: Scalar, dtype: torch.dtype = torch.float32) -> Scalar:
     """Largest Euclidean norm a projected point keeps: ``(1 - ball_margin) / sqrt(c)``.
 
-    Curvature convention: ``c > 0`` means curvature ``-c``.
+    Curvature convention: ``c > 0`` means curvature ``-c``.  A number ``c`` gives a float, a
+    tensor ``c`` a tensor of its shape.
     """
-    return (1.0 - ball_margin(dtype)) / math.sqrt(c)
+    return (1.0 - ball_margin(dtype)) / sqrt(c)
 
 
 def max_radius(c: float, dtype: torch.dtype = torch.float32) -> float:
@@ -90,6 +101,43 @@ def max_radius(c: float, dtype: torch.dtype = torch.float32) -> float:
     ``(2/sqrt(c))·artanh(1 - ball_margin(dtype))``; curvature is ``-c``, ``c > 0``.
     """
     return 2.0 / math.sqrt(c) * math.atanh(1.0 - ball_margin(dtype))
+
+
+def sqrt(x: Scalar) -> Scalar:
+    """``sqrt(x)`` of a number (``math.sqrt``, a float) or of a tensor (``x.sqrt()``, a tensor).
+
+    Curvatures ``c`` and radii are numbers or tensors throughout the package; this keeps a
+    number a Python float, so that it broadcasts against tensors of any dtype.
+    """
+    return x.sqrt() if isinstance(x, torch.Tensor) else math.sqrt(x)
+
+
+def norm_keepdim(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Euclidean norm along ``dim``, the axis kept with size 1: ``(..., n, ...) -> (..., 1, ...)``.
+
+    ``torch.linalg.vector_norm``: one fused pass, and a zero gradient at ``x = 0``.
+    """
+    return torch.linalg.vector_norm(x, dim=dim, keepdim=True)
+
+
+def floored(z: torch.Tensor) -> torch.Tensor:
+    """A non-negative norm ``z`` floored at :func:`norm_floor` before something divides by it.
+
+    ``sqrt(finfo.tiny)`` keeps ``tanh(z)/z``, ``K/‖x‖``, ``x/‖x‖`` and friends away from ``0/0``
+    and away from subnormals; the clamp also zeroes the gradient where it acts, so the undefined
+    derivative of ``‖x‖`` at ``x = 0`` never enters the chain rule.
+    """
+    return z.clamp_min(norm_floor(z.dtype))
+
+
+def artanh(z: torch.Tensor) -> torch.Tensor:
+    """``artanh(z)`` with ``|z|`` clamped to :func:`artanh_limit` ``= 1 - finfo.eps``.
+
+    The clamp keeps ``artanh`` (8.3 in float32) and its derivative ``1/(1 - z²)`` finite for
+    points that rounding put on, or just past, the boundary of the ball.
+    """
+    lim = artanh_limit(z.dtype)
+    return z.clamp(-lim, lim).atanh()
 
 
 def _promote(value):

@@ -37,6 +37,7 @@ __all__ = [
     "block_diagonal",
     "block_matvec",
     "num_blocks",
+    "solve",
 ]
 
 
@@ -72,18 +73,23 @@ def cayley(a: torch.Tensor, *, check: bool = True) -> torch.Tensor:
                 f"got max |a + a^T| = {asym.max().item():.3g}. Use skew(theta) to build it from free parameters."
             )
     eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(a)
-    return _solve(eye - a, eye + a)
+    return solve(eye - a, eye + a)
 
 
-def _solve(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """``torch.linalg.solve`` that is safe on CPU.
+def solve(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """``X`` with ``lhs @ X = rhs``: ``torch.linalg.solve``, made safe for batches on the CPU.
 
     With torch 2.14's MKL build, batched LU on the CPU returns wrong results (or
     raises "Pivots given to lu_solve ...") once ``torch.set_num_threads(k)``
     with ``k >= 2`` has been called in the process, for matrices larger than
     about 150 (pytorch/pytorch#142815); unbatched solves, forward and backward,
     are unaffected.  So on the CPU a batch is solved one matrix at a time; on
-    other devices it is one batched call.
+    other devices it is one batched call.  Every Cayley transform in the package
+    (:func:`cayley`, :func:`inverse_cayley`, :func:`hyro_edu.geometry.tproduct.t_orthogonal`)
+    goes through it.
+
+    Shapes: ``lhs (..., n, n)`` (or ``(n, n)``), ``rhs`` broadcasting to ``lhs``'s shape
+    -> ``(..., n, n)``.  Inputs are not validated (the callers have).
     """
     if lhs.dim() == 2 or lhs.device.type != "cpu":
         return torch.linalg.solve(lhs, rhs)
@@ -111,7 +117,7 @@ def inverse_cayley(r: torch.Tensor) -> torch.Tensor:
     if bool((~torch.isfinite(cond) | (cond > 1 / torch.finfo(r.dtype).eps)).any()):
         raise ValueError("r has the eigenvalue -1 (R + I is singular): it is not the Cayley transform of any skew matrix")
     # (R - I)(R + I)^{-1}: the factors commute, so solve (R + I) A = R - I.
-    return _solve(r + eye, r - eye)
+    return solve(r + eye, r - eye)
 
 
 def num_blocks(d: int, n: int, *, name: str = "block_size") -> int:
@@ -127,7 +133,7 @@ def block_cayley(theta: torch.Tensor) -> torch.Tensor:
     r"""Orthogonal blocks :math:`R_k = \mathrm{cayley}(\Theta_k - \Theta_k^\top)` for ``theta`` of shape ``(K, n, n)``.
 
     All ``K`` blocks are transformed in one batched solve (one solve per block
-    on the CPU, see :func:`_solve`).  ``theta = 0`` gives identity blocks
+    on the CPU, see :func:`solve`).  ``theta = 0`` gives identity blocks
     (HyRo's initialisation).
     """
     _square(theta, "theta")

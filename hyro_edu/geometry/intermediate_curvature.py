@@ -48,6 +48,11 @@ the search interval is part of the method.
    never used;
 3. ``r`` receives no gradient (here it does, by the same implicit formula).
 
+One module (about 720 lines, half of them docstrings): ``D``, the search for :math:`c_3^*` and
+its implicit gradients are one computation -- the interval, the boundary rule and the gradient
+all depend on the variant of ``D`` -- and the only generic piece, :func:`golden_section_search`,
+is about 70 lines.
+
 References
 ----------
 * Wu, Fan, Wu, Gao, Li, Jia & Harandi, *Modality Alignment across Trees on
@@ -67,7 +72,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from hyro_edu.core import checks as _checks
-from hyro_edu.core.numerics import compute_dtype, fp32_math
+from hyro_edu.core.numerics import compute_dtype, fp32_math, sqrt
 
 __all__ = [
     "VARIANTS",
@@ -105,11 +110,6 @@ def _variant(variant) -> str:
     return variant
 
 
-def _positive(x, name: str) -> Scalar:
-    """``x`` must be finite and > 0 (a radius, a tolerance)."""
-    return _checks.positive(x, name)
-
-
 def _interval_factors(interval) -> tuple[float, float]:
     if isinstance(interval, str):
         if interval not in INTERVALS:
@@ -135,7 +135,7 @@ def _interval_factors(interval) -> tuple[float, float]:
 def _search_options(tol, max_iter):
     if isinstance(tol, torch.Tensor):
         raise ValueError("tol must be a number > 0, got a tensor")
-    _positive(tol, "tol")
+    _checks.positive(tol, "tol")
     if isinstance(max_iter, bool) or not isinstance(max_iter, Integral) or max_iter < 1:
         raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
     return float(tol), int(max_iter)
@@ -164,10 +164,6 @@ def _broadcast(named: dict, dtype: torch.dtype) -> list[torch.Tensor]:
         raise ValueError(f"{', '.join(named)} must broadcast against each other, got shapes {shapes}") from None
 
 
-def _sqrt(x):
-    return math.sqrt(x) if isinstance(x, float) else x.sqrt()
-
-
 def _arg_limit(dtype: torch.dtype) -> float:
     # cosh(u) and sinh(u) overflow at |u| = log(finfo.max) + log 2 (89 in float32,
     # 710 in float64).  Half of log(finfo.max) leaves a factor sqrt(finfo.max)
@@ -176,7 +172,7 @@ def _arg_limit(dtype: torch.dtype) -> float:
 
 
 def _cosh_sinh_arg(c1, c3, r):
-    u = (_sqrt(c3) - _sqrt(c1)) * r
+    u = (sqrt(c3) - sqrt(c1)) * r
     if isinstance(u, torch.Tensor):
         # Saturate instead of overflowing (see _arg_limit); D is then a huge
         # finite number and its gradient is 0 where the clamp acts.
@@ -194,14 +190,14 @@ def _as_tensor(x, like: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------
 def _distance(c1, c3, r, variant):
     u = _cosh_sinh_arg(c1, c3, r)
-    num = 2 * _sqrt(c3) * torch.cosh(u) - _sqrt(c1)
-    den = 2 * _sqrt(c1) * (c3 if variant == "official" else _sqrt(c3))
+    num = 2 * sqrt(c3) * torch.cosh(u) - sqrt(c1)
+    den = 2 * sqrt(c1) * (c3 if variant == "official" else sqrt(c3))
     return num / den
 
 
 def _distance_dc3(c1, c3, r, variant):
     u = _cosh_sinh_arg(c1, c3, r)
-    s1, s3 = _sqrt(c1), _sqrt(c3)
+    s1, s3 = sqrt(c1), sqrt(c3)
     if variant == "official":
         return (s1 - s3 * torch.cosh(u) + c3 * r * torch.sinh(u)) / (2 * s1 * c3 * c3)
     return (s1 + 2 * r * c3 * torch.sinh(u)) / (4 * s1 * c3 * s3)
@@ -211,7 +207,7 @@ def _prepare_distance(c1, c3, r, variant):
     _variant(variant)
     c1 = _checks.curvature(c1, "c1")
     c3 = _checks.curvature(c3, "c3")
-    r = _positive(r, "r")
+    r = _checks.positive(r, "r")
     dtype = _out_dtype(c1, c3, r)
     return _broadcast({"c1": c1, "c3": c3, "r": r}, dtype)
 
@@ -281,8 +277,8 @@ def _prepare_objective(c3, c1, c2, r1, r2, variant):
         "c3": _checks.curvature(c3, "c3"),
         "c1": _checks.curvature(c1, "c1"),
         "c2": _checks.curvature(c2, "c2"),
-        "r1": _positive(r1, "r1"),
-        "r2": _positive(r2, "r2"),
+        "r1": _checks.positive(r1, "r1"),
+        "r2": _checks.positive(r2, "r2"),
     }
     return _broadcast(named, _out_dtype(*named.values()))
 
@@ -428,8 +424,8 @@ def _prepare_search(c1, c2, r1, r2, variant, interval, tol, max_iter, search_dty
     named = {
         "c1": _checks.curvature(c1, "c1"),
         "c2": _checks.curvature(c2, "c2"),
-        "r1": _positive(r1, "r1"),
-        "r2": _positive(r2, "r2"),
+        "r1": _checks.positive(r1, "r1"),
+        "r2": _checks.positive(r2, "r2"),
     }
     out_dtype = _out_dtype(*named.values())
     if search_dtype is None:
@@ -718,8 +714,8 @@ def rescale_radii(r1: Scalar, r2: Scalar, *, c1: Scalar, c2: Scalar) -> tuple[to
     give ``(4.4721, 8.9443)``.
     """
     named = {
-        "r1": _positive(r1, "r1"),
-        "r2": _positive(r2, "r2"),
+        "r1": _checks.positive(r1, "r1"),
+        "r2": _checks.positive(r2, "r2"),
         "c1": _checks.curvature(c1, "c1"),
         "c2": _checks.curvature(c2, "c2"),
     }

@@ -33,8 +33,9 @@ from typing import Union
 
 import torch
 
+import hyro_edu.geometry._ball as _ball
 from hyro_edu.core import checks as _checks
-from hyro_edu.core.numerics import ball_margin, fp32_math, norm_floor
+from hyro_edu.core.numerics import ball_margin, floored, fp32_math, sqrt
 
 __all__ = [
     "inner",
@@ -60,10 +61,6 @@ Curvature = Union[float, torch.Tensor]
 # ----------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------
-def _sqrt(c):
-    return math.sqrt(c) if isinstance(c, float) else c.sqrt()
-
-
 def _time(x, dim):
     return x.narrow(dim, 0, 1)
 
@@ -75,12 +72,6 @@ def _space(x, dim):
 def _linner(x, y, dim):
     prod = x * y
     return prod.narrow(dim, 1, x.shape[dim] - 1).sum(dim, keepdim=True) - prod.narrow(dim, 0, 1)
-
-
-def _floored(z):
-    # Norms we divide by: sqrt(finfo.tiny) keeps sinh(z)/z and friends away from
-    # 0/0; the clamp's zero gradient keeps d‖v‖/dv at v = 0 out of the chain rule.
-    return z.clamp_min(norm_floor(z.dtype))
 
 
 def _max_arg(dtype) -> float:
@@ -103,15 +94,10 @@ def _overflow_arg(dtype) -> float:
 
 def _cap(space, c, d):
     # Clip the space part so that the point's distance from the origin is at most _max_arg/sqrt(c).
-    sqrt_c = _sqrt(c)
+    sqrt_c = sqrt(c)
     norm = torch.linalg.vector_norm(space, dim=d, keepdim=True)
     max_norm = math.sinh(_max_arg(space.dtype)) / sqrt_c
-    return torch.where(norm > max_norm, space / _floored(norm) * max_norm, space)
-
-
-def _setup(c, dim, *named):
-    """Validate c (and its shape against the points), the tensors and dim; return (c, dim)."""
-    return _checks.curvature_and_spaces(c, dim, *named)
+    return torch.where(norm > max_norm, space / floored(norm) * max_norm, space)
 
 
 def _ambient(x, d, name):
@@ -132,12 +118,12 @@ def _dist(x, y, c, d):
     # Both terms are >= 0, so nothing cancels: unlike arcosh(-c<x, y>_L) or the
     # chord <x-y, x-y>_L, which subtract numbers of size x_0², it stays accurate
     # for nearby points far from the origin.  Only the space parts are read.
-    sqrt_c = _sqrt(c)
+    sqrt_c = sqrt(c)
     xs, ys = _space(x, d), _space(y, d)
     nx = torch.linalg.vector_norm(xs, dim=d, keepdim=True)
     ny = torch.linalg.vector_norm(ys, dim=d, keepdim=True)
     half_dr = (torch.asinh(sqrt_c * nx) - torch.asinh(sqrt_c * ny)) / 2
-    chord = torch.linalg.vector_norm(xs / _floored(nx) - ys / _floored(ny), dim=d, keepdim=True)
+    chord = torch.linalg.vector_norm(xs / floored(nx) - ys / floored(ny), dim=d, keepdim=True)
     s2 = torch.sinh(half_dr) ** 2 + c * nx * ny * chord**2 / 4
     # sqrt'(0) is infinite: the floor (the clamp passes no gradient) keeps d(x, x) differentiable.
     return 2 / sqrt_c * torch.asinh(s2.clamp_min(torch.finfo(s2.dtype).tiny).sqrt())
@@ -191,7 +177,7 @@ def lift(space: torch.Tensor, *, c: Curvature, dim: int = -1) -> torch.Tensor:
 
     Curvature ``-c`` with ``c > 0``.  Shapes: ``(..., n)`` -> ``(..., n+1)``.
     """
-    c, d = _setup(c, dim, ("space", space))
+    c, d = _checks.curvature_and_spaces(c, dim, ("space", space))
     return _lift(space, c, d)
 
 
@@ -201,7 +187,7 @@ def project(x: torch.Tensor, *, c: Curvature, dim: int = -1) -> torch.Tensor:
 
     Curvature ``-c`` with ``c > 0``.  Idempotent; exact on points already on it.
     """
-    c, d = _setup(c, dim, ("x", x))
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x))
     _ambient(x, d, "x")
     return _lift(_space(x, d), c, d)
 
@@ -220,9 +206,9 @@ def expmap0(v: torch.Tensor, *, c: Curvature, dim: int = -1) -> torch.Tensor:
     The distance from the origin is capped at ``numerics.max_radius(c, dtype)``
     (8.66/sqrt(c) in float32): the same capacity as the Poincaré ball.
     """
-    c, d = _setup(c, dim, ("v", v))
-    sqrt_c = _sqrt(c)
-    z = _floored(sqrt_c * torch.linalg.vector_norm(v, dim=d, keepdim=True))
+    c, d = _checks.curvature_and_spaces(c, dim, ("v", v))
+    sqrt_c = sqrt(c)
+    z = floored(sqrt_c * torch.linalg.vector_norm(v, dim=d, keepdim=True))
     z_capped = z.clamp_max(_max_arg(z.dtype))
     space = v * (torch.sinh(z_capped) / z)
     return _lift(space, c, d)
@@ -238,10 +224,10 @@ def logmap0(x: torch.Tensor, *, c: Curvature, dim: int = -1) -> torch.Tensor:
     ``arsinh`` form only reads the space part and is accurate near ``o``.)
     Curvature ``-c`` with ``c > 0``.  Shapes: ``(..., n+1)`` -> ``(..., n)``.
     """
-    c, d = _setup(c, dim, ("x", x))
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x))
     _ambient(x, d, "x")
     xs = _space(x, d)
-    z = _floored(_sqrt(c) * torch.linalg.vector_norm(xs, dim=d, keepdim=True))
+    z = floored(sqrt(c) * torch.linalg.vector_norm(xs, dim=d, keepdim=True))
     return xs * (torch.asinh(z) / z)
 
 
@@ -258,11 +244,11 @@ def expmap(x: torch.Tensor, u: torch.Tensor, *, c: Curvature, dim: int = -1) -> 
     its distance from the origin capped as in :func:`expmap0`.
     Shapes: ``x, u (..., n+1)`` -> ``(..., n+1)``.
     """
-    c, d = _setup(c, dim, ("x", x), ("u", u))
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x), ("u", u))
     _ambient(x, d, "x")
-    sqrt_c = _sqrt(c)
+    sqrt_c = sqrt(c)
     unorm = _linner(u, u, d).clamp_min(0).sqrt()
-    z = _floored(sqrt_c * unorm)
+    z = floored(sqrt_c * unorm)
     z_capped = z.clamp_max(_max_arg(z.dtype))
     out = torch.cosh(z_capped) * x + (torch.sinh(z_capped) / z) * u
     return _lift(_cap(_space(out, d), c, d), c, d)
@@ -278,12 +264,12 @@ def logmap(x: torch.Tensor, y: torch.Tensor, *, c: Curvature, dim: int = -1) -> 
     at ``x``.  Properties: ``‖logmap(x, y)‖_L = d(x, y)``; ``<x, logmap(x, y)>_L = 0``.
     Shapes: ``x, y (..., n+1)`` -> ``(..., n+1)``.
     """
-    c, d = _setup(c, dim, ("x", x), ("y", y))
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x), ("y", y))
     _ambient(x, d, "x")
     w = y + c * _linner(x, y, d) * x
     # ‖w‖_L = sinh(sqrt(c)·d)/sqrt(c) on the hyperboloid; using it (rather than
     # <w, w>_L, a product of up to six coordinates) avoids overflow far out.
-    z = _floored(_sqrt(c) * _dist(x, y, c, d))
+    z = floored(sqrt(c) * _dist(x, y, c, d))
     return w * (z / torch.sinh(z.clamp_max(_overflow_arg(z.dtype))))
 
 
@@ -301,7 +287,7 @@ def dist(
     Curvature ``-c`` with ``c > 0``.  Properties: a metric; equals the
     Poincaré distance of :func:`to_poincare` images.  Shapes: ``(..., n+1)`` -> ``(...)``.
     """
-    c, d = _setup(c, dim, ("x", x), ("y", y))
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x), ("y", y))
     _ambient(x, d, "x")
     out = _dist(x, y, c, d)
     return out if keepdim else out.squeeze(d)
@@ -322,9 +308,9 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor, *, c: Curvature) -> torch.Te
 @fp32_math
 def radius(x: torch.Tensor, *, c: Curvature, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
     r"""Distance to the origin, :math:`\frac{1}{\sqrt c}\operatorname{arsinh}(\sqrt c\,\|x_s\|)`.  Curvature ``-c``, ``c > 0``."""
-    c, d = _setup(c, dim, ("x", x))
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x))
     _ambient(x, d, "x")
-    sqrt_c = _sqrt(c)
+    sqrt_c = sqrt(c)
     out = torch.asinh(sqrt_c * torch.linalg.vector_norm(_space(x, d), dim=d, keepdim=True)) / sqrt_c
     return out if keepdim else out.squeeze(d)
 
@@ -341,7 +327,7 @@ def parallel_transport(
     Properties: keeps ``<u, v>_L``; the result is tangent at ``y``.
     Shapes: ``x, y, v (..., n+1)`` -> ``(..., n+1)``.
     """
-    c, d = _setup(c, dim, ("x", x), ("y", y), ("v", v))
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x), ("y", y), ("v", v))
     _ambient(x, d, "x")
     # 1 - c<x, y>_L >= 2 for points on the hyperboloid: no division hazard.
     coef = c * _linner(y, v, d) / (1 - c * _linner(x, y, d))
@@ -354,9 +340,9 @@ def to_poincare(x: torch.Tensor, *, c: Curvature, dim: int = -1) -> torch.Tensor
 
     An isometry onto :math:`\mathbb{D}^n_c`.  Shapes: ``(..., n+1)`` -> ``(..., n)``.
     """
-    c, d = _setup(c, dim, ("x", x))
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x))
     _ambient(x, d, "x")
-    return _space(x, d) / (1 + _sqrt(c) * _time(x, d))  # denominator >= 2
+    return _space(x, d) / (1 + sqrt(c) * _time(x, d))  # denominator >= 2
 
 
 @fp32_math
@@ -367,10 +353,10 @@ def from_poincare(p: torch.Tensor, *, c: Curvature, dim: int = -1) -> torch.Tens
     space part (:func:`lift`) so the result lies on the hyperboloid to rounding.
     ``p`` must lie inside the ball (``sqrt(c)‖p‖ < 1``).  Shapes: ``(..., n)`` -> ``(..., n+1)``.
     """
-    c, d = _setup(c, dim, ("p", p))
+    c, d = _checks.curvature_and_spaces(c, dim, ("p", p))
     _checks.inside_ball(p, c, d, "p")
-    # 1 - c‖p‖² > 0 inside the ball; floored at eps as in hyro_edu.geometry.poincare.
-    denom = (1 - c * (p * p).sum(d, keepdim=True)).clamp_min(torch.finfo(p.dtype).eps)
+    # 1 - c‖p‖² > 0 inside the ball; floored at eps (rounding may put p on the boundary).
+    denom = _ball.one_minus_cx2((p * p).sum(d, keepdim=True), c)
     return _lift(_cap(2 * p / denom, c, d), c, d)
 
 

@@ -15,6 +15,12 @@ inside the ball or a ``ValueError`` is raised, and outputs are returned as
 computed.  Half-precision inputs, and calls under autocast, are computed in
 float32.
 
+This module is the documented, validating layer; the unchecked kernels it calls (projection,
+the cancellation-free Möbius addition and gyration) live in :mod:`hyro_edu.geometry._ball`,
+which :mod:`~hyro_edu.geometry.cones` and :mod:`~hyro_edu.hierarchy.tree_embedding` share.  It
+stays one module of about 550 lines because it is one concept, the operations of one model of
+hyperbolic space, and each function's length is its docstring (equation, properties, shapes).
+
 References
 ----------
 * Ungar, *A Gyrovector Space Approach to Hyperbolic Geometry* (2008): Möbius
@@ -29,13 +35,13 @@ References
 """
 from __future__ import annotations
 
-import math
 from typing import Union
 
 import torch
 
+import hyro_edu.geometry._ball as _ball
 from hyro_edu.core import checks as _checks
-from hyro_edu.core.numerics import artanh_limit, ball_margin, fp32_math, norm_floor
+from hyro_edu.core.numerics import artanh, ball_margin, floored, fp32_math, norm_keepdim, sqrt
 
 __all__ = [
     "project",
@@ -63,163 +69,6 @@ Curvature = Union[float, torch.Tensor]
 
 
 # ----------------------------------------------------------------------------
-# private helpers (all keep the vector axis, keepdim=True)
-# ----------------------------------------------------------------------------
-def _sqrt(c: Curvature):
-    return math.sqrt(c) if isinstance(c, float) else c.sqrt()
-
-
-def _norm(x: torch.Tensor, dim: int) -> torch.Tensor:
-    return torch.linalg.vector_norm(x, dim=dim, keepdim=True)
-
-
-def _floored(z: torch.Tensor) -> torch.Tensor:
-    # Floor a non-negative norm before dividing by it: sqrt(finfo.tiny) keeps
-    # tanh(z)/z and friends away from 0/0 and away from subnormals; the clamp
-    # also zeroes the gradient where it acts, so d‖x‖/dx at x = 0 never enters.
-    return z.clamp_min(norm_floor(z.dtype))
-
-
-def _artanh(z: torch.Tensor) -> torch.Tensor:
-    # |z| <= 1 - eps keeps artanh (8.3 in float32) and its derivative 1/(1-z²)
-    # finite for points that rounding put on, or just past, the boundary.
-    lim = artanh_limit(z.dtype)
-    return z.clamp(-lim, lim).atanh()
-
-
-def _one_minus_cx2(x2: torch.Tensor, c: Curvature) -> torch.Tensor:
-    # 1 - c‖x‖² is > 0 inside the ball; projected points keep it >= ~2·sqrt(eps).
-    # An unprojected point that passed the inside-ball check can still round
-    # to 1 - c‖x‖² <= 0; flooring at eps (the value for the last representable
-    # interior point) keeps λ_x <= 2/eps, so λ_x² and sqrt(c)·λ_x stay finite.
-    return (1 - c * x2).clamp_min(torch.finfo(x2.dtype).eps)
-
-
-def _gyro_denominator(a, b, c, s2):
-    # 1 + 2c<x,y> + c²‖x‖²‖y‖² written as (1 - c‖x‖²)(1 - c‖y‖²) + c‖x + y‖²
-    # (expand both sides): a sum of non-negative terms, so nothing cancels.  The
-    # textbook form cancels catastrophically when y ≈ -x near the boundary, where
-    # it is ~(1 - c‖x‖‖y‖)²: float32 returned (-x) ⊕ y with its first coordinate
-    # 0.0 instead of -0.00249 at x = (0.999, 0), y = (0.999, 1e-4).  a and b come
-    # from _one_minus_cx2, floored at eps, so the sum stays >= eps² > 0.
-    return a * b + c * s2
-
-
-def _max_norm(c: Curvature, dtype) -> Union[float, torch.Tensor]:
-    return (1 - ball_margin(dtype)) / _sqrt(c)
-
-
-def _into_ball(norm: torch.Tensor, c: Curvature) -> torch.Tensor:
-    """Per-row factor ``s`` in (0, 1] such that ``s·x`` is ``x`` projected into the ball (``norm = ‖x‖``)."""
-    max_norm = _max_norm(c, norm.dtype)
-    # Rows within a 4-ulp slack of the limit keep s = 1: the rescaled norm is
-    # max_norm up to a few ulps, and the slack keeps projection idempotent.
-    outside = norm > max_norm * (1 + 4 * torch.finfo(norm.dtype).eps)
-    return torch.where(outside, max_norm / _floored(norm), torch.ones_like(norm))
-
-
-def _project(x: torch.Tensor, c: Curvature, dim: int) -> torch.Tensor:
-    # A multiply by the per-row factor (exactly 1 for interior rows, so they
-    # stay bit-identical) costs one pass over x instead of a rescale and a where.
-    return x * _into_ball(_norm(x, dim), c)
-
-
-def _point(x, c, dim, name, project_input):
-    if project_input:
-        return _project(x, c, dim)
-    _checks.inside_ball(x, c, dim, name)
-    return x
-
-
-def _setup(c, dim, *named):
-    """Validate c, the tensors and dim; return (c, dim) with dim normalised."""
-    return _checks.curvature_and_spaces(c, dim, *named)
-
-
-def _sq_norm(x: torch.Tensor, dim: int) -> torch.Tensor:
-    # ‖x‖² from the fused norm kernel: one pass, no temporary (20x faster than
-    # (x * x).sum on the CPU at 16k x 512); its gradient at 0 is 0, as it should be.
-    return _norm(x, dim).square()
-
-
-def _mobius_add(x, y, c, dim):
-    r"""``x ⊕ y`` in the cancellation-free form (the identity is the defining formula expanded):
-
-    .. math:: x \oplus_c y = \frac{a\,(x + y) + c\|x + y\|^2\,x}{a\,b + c\|x + y\|^2},
-              \quad a = 1 - c\|x\|^2,\ b = 1 - c\|y\|^2.
-
-    ``x + y`` is formed first, so ``(-x) ⊕ y`` for nearby points is computed from
-    the exact difference ``y - x`` and no term cancels.
-    """
-    s = x + y
-    a = _one_minus_cx2(_sq_norm(x, dim), c)
-    b = _one_minus_cx2(_sq_norm(y, dim), c)
-    s2 = _sq_norm(s, dim)
-    den = _gyro_denominator(a, b, c, s2)
-    # a fresh product, then one fused in-place multiply-add (autograd keeps the inputs it needs)
-    return (s * (a / den)).addcmul_(x, (c * s2) / den)
-
-
-def _mobius_add_parts(x, y, c, dim, project, names):
-    """Terms of ``x ⊕ y`` for possibly unprojected inputs: ``(s, x_coef, a, den, s2)``.
-
-    ``x ⊕ y = (a·s + x_coef·x) / den`` with ``s = x' + y'`` the sum of the
-    (projected) inputs; ``‖x ⊕ y‖² = s2 / den`` (from
-    ``1 - c‖x ⊕ y‖² = a·b / den``), so the output norm costs no extra pass.
-    With ``project`` the inputs are projected by per-row factors ``sx, sy``
-    folded into ``s`` and ``x_coef``; without it they are checked.
-    """
-    x_norm, y_norm = _norm(x, dim), _norm(y, dim)
-    if not project:  # validate from the norms computed anyway
-        _checks.inside_ball_scaled_norm(_sqrt(c) * x_norm, names[0])
-        _checks.inside_ball_scaled_norm(_sqrt(c) * y_norm, names[1])
-        s, sx = x + y, 1.0
-    else:
-        sx, sy = _into_ball(x_norm, c), _into_ball(y_norm, c)
-        x_norm, y_norm = x_norm * sx, y_norm * sy
-        s = (x * sx).addcmul_(y, sy)
-    a, b = _one_minus_cx2(x_norm.square(), c), _one_minus_cx2(y_norm.square(), c)
-    s2 = _sq_norm(s, dim)
-    return s, (c * s2) * sx, a, _gyro_denominator(a, b, c, s2), s2
-
-
-def _mobius_scalar_mul(r, x, c, dim):
-    sqrt_c = _sqrt(c)
-    z = _floored(sqrt_c * _norm(x, dim))
-    return x * (torch.tanh(r * _artanh(z)) / z)
-
-
-def _gyration(u, v, w, c, dim):
-    r"""``gyr[u, v]w`` in a cancellation-free form.
-
-    The closed form ``w + 2(A u + B v)/D`` (see :func:`gyration`) cancels when
-    ``v ≈ -u`` near the boundary (parallel transport between nearby points, where
-    ``gyr ≈ I``).  With ``s = u + v`` and ``a_u = 1 - c‖u‖²``, substituting
-    ``v = s - u`` and collecting terms gives exactly
-    ``A u + B v = (A - B) u + B s`` with
-
-    .. math::
-        A - B = c\,a_u\langle s,w\rangle + c^2\big(2\langle u,s\rangle\langle s,w\rangle
-                - \langle u,w\rangle\|s\|^2\big),\quad
-        B = -c\,a_u\langle u,w\rangle - c^2\|u\|^2\langle s,w\rangle,\quad
-        D = a_u a_v + c\|s\|^2,
-
-    where every term is a product of accurately computed factors.
-    """
-    s = u + v
-    u2, s2 = _sq_norm(u, dim), _sq_norm(s, dim)
-    us = (u * s).sum(dim, keepdim=True)
-    uw = (u * w).sum(dim, keepdim=True)
-    sw = (s * w).sum(dim, keepdim=True)
-    a_u = _one_minus_cx2(u2, c)
-    a_v = _one_minus_cx2(_sq_norm(v, dim), c)
-    two_over_d = 2 / _gyro_denominator(a_u, a_v, c, s2)
-    a_minus_b = c * a_u * sw + c**2 * (2 * us * sw - uw * s2)
-    b = -c * a_u * uw - c**2 * u2 * sw
-    return (u * (a_minus_b * two_over_d)).addcmul_(s, b * two_over_d).add_(w)
-
-
-# ----------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------
 @fp32_math
@@ -239,8 +88,8 @@ def project(x: torch.Tensor, *, c: Curvature, dim: int = -1) -> torch.Tensor:
     c : float or tensor, ``c > 0``
     dim : int, the vector axis.
     """
-    c, d = _setup(c, dim, ("x", x))
-    return _project(x, c, d)
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x))
+    return _ball.project(x, c, d)
 
 
 @fp32_math
@@ -255,9 +104,9 @@ def conformal_factor(
 
     Shapes: ``x (..., n)`` -> ``(...)`` (``(..., 1)`` with ``keepdim``).
     """
-    c, d = _setup(c, dim, ("x", x))
-    x = _point(x, c, d, "x", project)
-    lam = 2 / _one_minus_cx2((x * x).sum(d, keepdim=True), c)
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x))
+    x = _ball.point(x, c, d, "x", project)
+    lam = 2 / _ball.one_minus_cx2((x * x).sum(d, keepdim=True), c)
     return lam if keepdim else lam.squeeze(d)
 
 
@@ -278,9 +127,9 @@ def inner(
     of the Euclidean one (conformal), angles between tangent vectors equal
     Euclidean angles.  Shapes: ``x, u, v (..., n)`` -> ``(...)``.
     """
-    c, d = _setup(c, dim, ("x", x), ("u", u), ("v", v))
-    x = _point(x, c, d, "x", project)
-    lam = 2 / _one_minus_cx2((x * x).sum(d, keepdim=True), c)
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x), ("u", u), ("v", v))
+    x = _ball.point(x, c, d, "x", project)
+    lam = 2 / _ball.one_minus_cx2((x * x).sum(d, keepdim=True), c)
     out = lam**2 * (u * v).sum(d, keepdim=True)
     return out if keepdim else out.squeeze(d)
 
@@ -294,10 +143,10 @@ def tangent_norm(
     Curvature ``-c`` with ``c > 0``.  Property checked in the tests:
     :math:`d_c(x, y) = \|\log^c_x(y)\|_x`.  Shapes: ``x, u (..., n)`` -> ``(...)``.
     """
-    c, d = _setup(c, dim, ("x", x), ("u", u))
-    x = _point(x, c, d, "x", project)
-    lam = 2 / _one_minus_cx2((x * x).sum(d, keepdim=True), c)
-    out = lam * _norm(u, d)
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x), ("u", u))
+    x = _ball.point(x, c, d, "x", project)
+    lam = 2 / _ball.one_minus_cx2((x * x).sum(d, keepdim=True), c)
+    out = lam * norm_keepdim(u, d)
     return out if keepdim else out.squeeze(d)
 
 
@@ -325,13 +174,13 @@ def mobius_add(x: torch.Tensor, y: torch.Tensor, *, c: Curvature, dim: int = -1,
 
     Shapes: ``x, y (..., n)`` (broadcasting) -> ``(..., n)``.
     """
-    c, d = _setup(c, dim, ("x", x), ("y", y))
-    s, x_coef, a, den, s2 = _mobius_add_parts(x, y, c, d, project, ("x", "y"))
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x), ("y", y))
+    s, x_coef, a, den, s2 = _ball.mobius_add_parts(x, y, c, d, project, ("x", "y"))
     if project:
         # ‖x ⊕ y‖ = sqrt(s2 / den) needs no pass over the output: fold the
         # projection factor into both coefficients.  The floor at finfo.tiny keeps
         # sqrt'(0) = inf out of the chain rule when x ⊕ y = 0.
-        den = den / _into_ball((s2 / den).clamp_min(torch.finfo(s2.dtype).tiny).sqrt(), c)
+        den = den / _ball.into_ball((s2 / den).clamp_min(torch.finfo(s2.dtype).tiny).sqrt(), c)
     return (s * (a / den)).addcmul_(x, x_coef / den)
 
 
@@ -360,16 +209,16 @@ def mobius_scalar_mul(r, x: torch.Tensor, *, c: Curvature, dim: int = -1, projec
     ``r`` is a number or a tensor that broadcasts against ``x`` with its
     vector axis kept (shape ``(..., 1)`` for ``dim=-1``).
     """
-    c, d = _setup(c, dim, ("x", x))
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x))
     r = _checks.broadcast_scalar(r, x, "r")
     if not project:
         _checks.inside_ball(x, c, d, "x")
-        return _mobius_scalar_mul(r, x, c, d)
+        return _ball.mobius_scalar_mul(r, x, c, d)
     limit = 1 - ball_margin(x.dtype)
-    z = _floored(_sqrt(c) * _norm(x, d))
+    z = floored(sqrt(c) * norm_keepdim(x, d))
     # Input projection clips z; the output has norm |tanh(r·artanh(z))|/sqrt(c),
     # so output projection clips the tanh.
-    t = torch.tanh(r * _artanh(z.clamp_max(limit))).clamp(-limit, limit)
+    t = torch.tanh(r * artanh(z.clamp_max(limit))).clamp(-limit, limit)
     return x * (t / z)
 
 
@@ -391,7 +240,7 @@ def mobius_matvec(m: torch.Tensor, x: torch.Tensor, *, c: Curvature, dim: int = 
     ``x (..., n)`` along ``dim`` -> ``(..., p)``.  Row convention as in
     ``torch.nn.functional.linear``: ``x @ m.T`` for a single matrix.
     """
-    c, d = _setup(c, dim, ("x", x))
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x))
     _checks.tensor(m, "m")
     if m.dim() < 2 or m.shape[-1] != x.shape[d]:
         raise ValueError(
@@ -412,23 +261,23 @@ def mobius_matvec(m: torch.Tensor, x: torch.Tensor, *, c: Curvature, dim: int = 
                 f"{tuple(xl.shape[:-1])} (m (..., p, n), x (..., n) along dim)"
             ) from None
         mx = (m @ xl.unsqueeze(-1)).squeeze(-1)
-    sqrt_c = _sqrt(c)
+    sqrt_c = sqrt(c)
     if isinstance(sqrt_c, torch.Tensor) and sqrt_c.dim() >= -d:
         sqrt_c = sqrt_c.movedim(d, -1)
-    x_norm = _norm(xl, -1)
+    x_norm = norm_keepdim(xl, -1)
     if not project:
         _checks.inside_ball_scaled_norm(sqrt_c * x_norm, "x")
-    x_norm = _floored(x_norm)
-    mx_norm = _floored(_norm(mx, -1))
+    x_norm = floored(x_norm)
+    mx_norm = floored(norm_keepdim(mx, -1))
     z = sqrt_c * x_norm
     if project:
         # Projecting x scales x and Mx alike: ‖Mx‖/‖x‖ is unchanged and only
         # artanh(sqrt(c)‖x‖) sees the clipped norm; the output has norm
         # tanh(...)/sqrt(c), so output projection clips the tanh.
         limit = 1 - ball_margin(z.dtype)
-        t = torch.tanh(mx_norm / x_norm * _artanh(z.clamp_max(limit))).clamp_max(limit)
+        t = torch.tanh(mx_norm / x_norm * artanh(z.clamp_max(limit))).clamp_max(limit)
     else:
-        t = torch.tanh(mx_norm / x_norm * _artanh(z))
+        t = torch.tanh(mx_norm / x_norm * artanh(z))
     # Mx = 0 gives mx * scale = 0 exactly: the floored norms keep scale finite.
     out = mx * (t / (mx_norm * sqrt_c))
     return out.movedim(-1, d)
@@ -447,8 +296,8 @@ def expmap0(v: torch.Tensor, *, c: Curvature, dim: int = -1, project: bool = Tru
 
     Shapes: ``v (..., n)`` -> ``(..., n)``.
     """
-    c, d = _setup(c, dim, ("v", v))
-    z = _floored(_sqrt(c) * _norm(v, d))
+    c, d = _checks.curvature_and_spaces(c, dim, ("v", v))
+    z = floored(sqrt(c) * norm_keepdim(v, d))
     t = torch.tanh(z)
     if project:
         # ‖expmap0(v)‖ = tanh(z)/sqrt(c): projecting the output is clipping tanh(z).
@@ -465,15 +314,15 @@ def logmap0(y: torch.Tensor, *, c: Curvature, dim: int = -1, project: bool = Tru
     Curvature ``-c`` with ``c > 0``.  Properties: inverse of :func:`expmap0`;
     ``‖logmap0(y)‖ = Rad(y) / 2``; keeps directions.  Shapes: ``(..., n)`` -> ``(..., n)``.
     """
-    c, d = _setup(c, dim, ("y", y))
-    z = _sqrt(c) * _norm(y, d)
+    c, d = _checks.curvature_and_spaces(c, dim, ("y", y))
+    z = sqrt(c) * norm_keepdim(y, d)
     if not project:
         _checks.inside_ball_scaled_norm(z, "y")
-    z = _floored(z)
+    z = floored(z)
     # Projecting y first scales it to norm min(‖y‖, max_norm): only the artanh
     # argument changes, so clip z there and keep y/z as the direction.
     zc = z.clamp_max(1 - ball_margin(z.dtype)) if project else z
-    return y * (_artanh(zc) / z)
+    return y * (artanh(zc) / z)
 
 
 @fp32_math
@@ -486,14 +335,14 @@ def expmap(x: torch.Tensor, v: torch.Tensor, *, c: Curvature, dim: int = -1, pro
     ``d(x, expmap(x, v)) = ‖v‖_x = λ_x‖v‖``; inverse of :func:`logmap`;
     ``expmap(0, v) = expmap0(v)``.  Shapes: ``x, v (..., n)`` -> ``(..., n)``.
     """
-    c, d = _setup(c, dim, ("x", x), ("v", v))
-    x = _point(x, c, d, "x", project)
-    half_lam = 1 / _one_minus_cx2((x * x).sum(d, keepdim=True), c)  # λ_x / 2
-    sv = _floored(_sqrt(c) * _norm(v, d))
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x), ("v", v))
+    x = _ball.point(x, c, d, "x", project)
+    half_lam = 1 / _ball.one_minus_cx2((x * x).sum(d, keepdim=True), c)  # λ_x / 2
+    sv = floored(sqrt(c) * norm_keepdim(v, d))
     # sv·λ_x/2 may overflow to inf for huge v: tanh(inf) = 1 is the right limit.
     second = torch.tanh(sv * half_lam) * v / sv
-    out = _mobius_add(x, second, c, d)
-    return _project(out, c, d) if project else out
+    out = _ball.mobius_add(x, second, c, d)
+    return _ball.project(out, c, d) if project else out
 
 
 @fp32_math
@@ -512,22 +361,22 @@ def logmap(x: torch.Tensor, y: torch.Tensor, *, c: Curvature, dim: int = -1, pro
     above lost 1e-2 of relative accuracy in float32 at ``x = (0.999, 0)``,
     ``y = (-0.5994, 0.7992)``.  Shapes: ``x, y (..., n)`` -> ``(..., n)``.
     """
-    c, d = _setup(c, dim, ("x", x), ("y", y))
-    x = _point(x, c, d, "x", project)
-    y = _point(y, c, d, "y", project)
-    # With s = y - x, a = 1 - c‖x‖², b = 1 - c‖y‖², D = ab + c‖s‖² (see _mobius_add):
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x), ("y", y))
+    x = _ball.point(x, c, d, "x", project)
+    y = _ball.point(y, c, d, "y", project)
+    # With s = y - x, a = 1 - c‖x‖², b = 1 - c‖y‖², D = ab + c‖s‖² (see _ball.mobius_add):
     # w = (-x) ⊕ y = (a·s - c‖s‖²·x) / D, ‖w‖ = ‖s‖/sqrt(D), and
     # artanh(sqrt(c)‖w‖) = arsinh(sqrt(c)‖s‖ / sqrt(ab)), the form dist uses.  So
     # log_x y = (a / sqrt(c)) arsinh(sqrt(c)‖s‖/sqrt(ab)) · (a·s - c‖s‖²·x) / (‖s‖ sqrt(D)):
     # no artanh near 1 and no cancelling sum (the textbook form lost 1e-2 relative
     # accuracy in float32 at x = (0.999, 0), y = (-0.5994, 0.7992)).
     s = y - x
-    s2 = _sq_norm(s, d)
-    a = _one_minus_cx2(_sq_norm(x, d), c)
-    b = _one_minus_cx2(_sq_norm(y, d), c)
+    s2 = _ball.sq_norm(s, d)
+    a = _ball.one_minus_cx2(_ball.sq_norm(x, d), c)
+    b = _ball.one_minus_cx2(_ball.sq_norm(y, d), c)
     ab = a * b
-    den = _gyro_denominator(a, b, c, s2)
-    sqrt_c = _sqrt(c)
+    den = _ball.gyro_denominator(a, b, c, s2)
+    sqrt_c = sqrt(c)
     # ‖s‖ floored at sqrt(finfo.tiny) (the norm floor) by flooring s2 at tiny
     # before the square root: at y = x the ratio arsinh(z)/‖s‖ takes its limit
     # sqrt(c/ab), and sqrt'(0) = inf never enters the chain rule.
@@ -555,22 +404,23 @@ def dist(
     ``d(a ⊕ x, a ⊕ y) = d(x, y)`` and rotations; ``d(0, y) = Rad(y)``; as
     ``c -> 0`` it tends to ``2‖x - y‖``.  Shapes: ``(..., n)`` -> ``(...)``.
     """
-    c, d = _setup(c, dim, ("x", x), ("y", y))
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x), ("y", y))
     x2 = (x * x).sum(d, keepdim=True)
     y2 = (y * y).sum(d, keepdim=True)
     if project:
         # Fold the input projections into the formula: x -> sx·x, y -> sy·y.
         tiny = torch.finfo(x2.dtype).tiny  # keeps sqrt'(0) out of the chain rule at x = 0
-        sx, sy = _into_ball(x2.clamp_min(tiny).sqrt(), c), _into_ball(y2.clamp_min(tiny).sqrt(), c)
+        sx = _ball.into_ball(x2.clamp_min(tiny).sqrt(), c)
+        sy = _ball.into_ball(y2.clamp_min(tiny).sqrt(), c)
         diff = x * sx - y * sy
         x2, y2 = x2 * (sx * sx), y2 * (sy * sy)
     else:
         _checks.inside_ball_scaled_norm((c * x2).sqrt(), "x")
         _checks.inside_ball_scaled_norm((c * y2).sqrt(), "y")
         diff = x - y
-    sqrt_c = _sqrt(c)
-    den = (_one_minus_cx2(x2, c) * _one_minus_cx2(y2, c)).sqrt()
-    out = 2 / sqrt_c * torch.asinh(sqrt_c * _norm(diff, d) / den)
+    sqrt_c = sqrt(c)
+    den = (_ball.one_minus_cx2(x2, c) * _ball.one_minus_cx2(y2, c)).sqrt()
+    out = 2 / sqrt_c * torch.asinh(sqrt_c * norm_keepdim(diff, d) / den)
     return out if keepdim else out.squeeze(d)
 
 
@@ -600,14 +450,14 @@ def radius(x: torch.Tensor, *, c: Curvature, dim: int = -1, keepdim: bool = Fals
     ``Rad(M ⊗ x) = (‖Mx‖/‖x‖) Rad(x)``; ``Rad(Rx) = Rad(x)`` for orthogonal
     ``R``; ``Rad(expmap0(v)) = 2‖v‖``.  Shapes: ``(..., n)`` -> ``(...)``.
     """
-    c, d = _setup(c, dim, ("x", x))
-    sqrt_c = _sqrt(c)
-    z = sqrt_c * _norm(x, d)
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x))
+    sqrt_c = sqrt(c)
+    z = sqrt_c * norm_keepdim(x, d)
     if not project:
         _checks.inside_ball_scaled_norm(z, "x")
     if project:  # the norm of the projected point
         z = z.clamp_max(1 - ball_margin(z.dtype))
-    out = 2 / sqrt_c * _artanh(z)
+    out = 2 / sqrt_c * artanh(z)
     return out if keepdim else out.squeeze(d)
 
 
@@ -631,11 +481,11 @@ def angle_at_origin(x: torch.Tensor, y: torch.Tensor, *, dim: int = -1, keepdim:
     _checks.tensor(y, "y")
     d = _checks.dim_index(x, dim, "x")
     _checks.same_space(x, y, d, ("x", "y"))
-    ux = x / _floored(_norm(x, d))
-    uy = y / _floored(_norm(y, d))
-    out = 2 * torch.atan2(_norm(ux - uy, d), _norm(ux + uy, d))
+    ux = x / floored(norm_keepdim(x, d))
+    uy = y / floored(norm_keepdim(y, d))
+    out = 2 * torch.atan2(norm_keepdim(ux - uy, d), norm_keepdim(ux + uy, d))
     # a zero vector has no direction: report 0 rather than the 90 degrees atan2 gives
-    zero = (_norm(x, d) == 0) | (_norm(y, d) == 0)
+    zero = (norm_keepdim(x, d) == 0) | (norm_keepdim(y, d) == 0)
     out = torch.where(zero, torch.zeros_like(out), out)
     return out if keepdim else out.squeeze(d)
 
@@ -651,13 +501,13 @@ def geodesic(t, x: torch.Tensor, y: torch.Tensor, *, c: Curvature, dim: int = -1
     broadcasts against the inputs with the vector axis kept (e.g. ``(T, 1)``
     for a curve of ``T`` points between two vectors ``(n,)``).
     """
-    c, d = _setup(c, dim, ("x", x), ("y", y))
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x), ("y", y))
     t = _checks.broadcast_scalar(t, x, "t")
-    x = _point(x, c, d, "x", project)
-    y = _point(y, c, d, "y", project)
-    direction = _mobius_add(-x, y, c, d)
-    out = _mobius_add(x, _mobius_scalar_mul(t, direction, c, d), c, d)
-    return _project(out, c, d) if project else out
+    x = _ball.point(x, c, d, "x", project)
+    y = _ball.point(y, c, d, "y", project)
+    direction = _ball.mobius_add(-x, y, c, d)
+    out = _ball.mobius_add(x, _ball.mobius_scalar_mul(t, direction, c, d), c, d)
+    return _ball.project(out, c, d) if project else out
 
 
 @fp32_math
@@ -676,10 +526,10 @@ def gyration(
     ``w`` (keeps norms and inner products); ``gyr[u, 0] = gyr[0, v] = I``;
     ``u ⊕ v = gyr[u, v](v ⊕ u)``.  ``u`` and ``v`` are points, ``w`` any vector.
     """
-    c, d = _setup(c, dim, ("u", u), ("v", v), ("w", w))
-    u = _point(u, c, d, "u", project)
-    v = _point(v, c, d, "v", project)
-    return _gyration(u, v, w, c, d)
+    c, d = _checks.curvature_and_spaces(c, dim, ("u", u), ("v", v), ("w", w))
+    u = _ball.point(u, c, d, "u", project)
+    v = _ball.point(v, c, d, "v", project)
+    return _ball.gyration(u, v, w, c, d)
 
 
 @fp32_math
@@ -694,8 +544,9 @@ def parallel_transport(
     products ``<P u, P v>_y = <u, v>_x``; ``P_{0→y}(v) = (1 - c‖y‖²) v``;
     ``P_{y→x}(P_{x→y}(v)) = v``.  Shapes: ``x, y, v (..., n)`` -> ``(..., n)``.
     """
-    c, d = _setup(c, dim, ("x", x), ("y", y), ("v", v))
-    x = _point(x, c, d, "x", project)
-    y = _point(y, c, d, "y", project)
-    lam_ratio = _one_minus_cx2((y * y).sum(d, keepdim=True), c) / _one_minus_cx2((x * x).sum(d, keepdim=True), c)
-    return _gyration(y, -x, v, c, d) * lam_ratio
+    c, d = _checks.curvature_and_spaces(c, dim, ("x", x), ("y", y), ("v", v))
+    x = _ball.point(x, c, d, "x", project)
+    y = _ball.point(y, c, d, "y", project)
+    a_y = _ball.one_minus_cx2((y * y).sum(d, keepdim=True), c)
+    lam_ratio = a_y / _ball.one_minus_cx2((x * x).sum(d, keepdim=True), c)
+    return _ball.gyration(y, -x, v, c, d) * lam_ratio

@@ -45,7 +45,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from hyro_edu.geometry.cayley import _solve
+from hyro_edu.geometry.cayley import solve
 from hyro_edu.core.numerics import fp32_math
 
 __all__ = [
@@ -437,8 +437,8 @@ def _cayley_faces(s: torch.Tensor) -> torch.Tensor:
     """``(I - S)(I + S)^{-1}`` of skew-Hermitian faces ``(..., n, n)``: ``(I + S) Q = I - S``."""
     eye = torch.eye(s.shape[-1], dtype=s.dtype, device=s.device).expand_as(s)
     # I + S is invertible for skew-Hermitian S (eigenvalues 1 + iλ), so the solve never fails.
-    # cayley._solve: batched CPU solves can be wrong after set_num_threads(k >= 2).
-    return _solve(eye + s, eye - s)
+    # cayley.solve: batched CPU solves can be wrong after set_num_threads(k >= 2).
+    return solve(eye + s, eye - s)
 
 
 def t_orthogonal(x: torch.Tensor, transforms: Transforms = None) -> torch.Tensor:

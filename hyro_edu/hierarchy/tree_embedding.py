@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+import hyro_edu.geometry._ball as _ball
 from hyro_edu.core import checks as _checks
 from hyro_edu.geometry import poincare as P
 from hyro_edu.hierarchy.trees import Tree
@@ -130,7 +131,7 @@ def sarkar_embedding(tree: Tree, *, tau: float, c: float = 1.0, dtype: torch.dty
 def _mobius_add_unprojected(x, y, c):
     # Points may be rounded onto the boundary for large tau; that is the point
     # of the precision experiment, so no projection and no inside-ball check.
-    return P._mobius_add(x, y, c, -1)
+    return _ball.mobius_add(x, y, c, -1)
 
 
 @dataclass

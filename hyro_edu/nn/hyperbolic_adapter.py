@@ -55,6 +55,11 @@ Where the map acts (the official code of HyperCLIP and HyRo): not on the CLIP fe
 origin, so ``W' = W (R S)^T`` up to the clip (:meth:`HyperbolicAdapter.adapt_weight`,
 :func:`adapt_in_proj_weight`).
 
+One module (about 580 lines, most of them docstrings): the two margins are two implementations
+of one map, checked against each other, and the module wraps them in one ``nn.Module``.  The
+projection after ``S`` takes the margin as an argument and keeps its own rounding (see
+``_project``), so it does not call :func:`hyro_edu.geometry.poincare.project`.
+
 Shapes: features ``(..., d)``; scaling blocks ``(K_S, b, b)`` with ``K_S·b = d``; rotation
 parameters ``Θ`` and blocks ``(K_R, n, n)`` with ``K_R·n = d``.
 
@@ -85,14 +90,14 @@ import torch
 from torch import nn
 
 from hyro_edu.core import checks as _checks
+from hyro_edu.core.numerics import artanh, ball_margin, floored, fp32_math, norm_keepdim
 from hyro_edu.geometry import poincare as P
 from hyro_edu.geometry.cayley import block_cayley, block_diagonal, block_matvec, num_blocks
-from hyro_edu.core.numerics import artanh_limit, ball_margin, fp32_math, norm_floor
 
 __all__ = [
     "OFFICIAL_MARGIN",
     "MARGINS",
-    "MODES",
+    "ADAPTER_MODES",
     "margin_value",
     "clip_threshold",
     "parameter_counts",
@@ -117,9 +122,10 @@ OFFICIAL_NORM_FLOOR = 1e-5
 
 MARGINS = ("dtype", "official")
 
-MODES = {"hyperclip": (True, False), "rotation": (False, True), "hyro": (True, True)}
+ADAPTER_MODES = {"hyperclip": (True, False), "rotation": (False, True), "hyro": (True, True)}
 """``mode -> (scaling, rotation)``: HyperCLIP is S only, the rotation ablation R only, HyRo
-both."""
+both.  (The fine-tuning modes of a whole CLIP model, a superset, are
+``hyro_edu.clip.finetune.MODES``.)"""
 
 
 # ----------------------------------------------------------------------------
@@ -217,40 +223,28 @@ def _blocks(blocks: Optional[torch.Tensor], name: str, d: int) -> Optional[torch
     return blocks
 
 
-def _norm(x: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-
-
-def _floored(z: torch.Tensor) -> torch.Tensor:
-    # sqrt(finfo.tiny) floor before dividing by a norm: no 0/0 at x = 0, no subnormals, and the
-    # clamp zeroes the gradient of the norm there (d‖x‖/dx is undefined at 0).
-    return z.clamp_min(norm_floor(z.dtype))
-
-
-def _artanh(z: torch.Tensor) -> torch.Tensor:
-    # z <= 1 - eps keeps artanh (8.3 in float32) and its derivative 1/(1 - z²) finite for points
-    # that rounding put on the boundary.
-    lim = artanh_limit(z.dtype)
-    return z.clamp(-lim, lim).atanh()
-
-
 def _project(y: torch.Tensor, c: float, delta: float) -> torch.Tensor:
     # Clip sqrt(c)‖y‖ to 1 - δ.  where() keeps interior points bit-identical (and their gradient
     # exact); the 4-ulp slack stops re-rescaling rows that an earlier clip left a few ulps above.
-    norm = _norm(y)
+    # The same maths as hyro_edu.geometry._ball.project, with the margin δ as an argument, kept
+    # in this arithmetic (y/‖y‖·cap, not y·(cap/‖y‖)) on purpose: in float32 the two round the
+    # clipped norm differently, and whether it lands above or below log0's clamp at
+    # 1 - sqrt(eps) decides whether a saturated row passes a radial gradient (44% against 69%
+    # of rows at c = 1), so swapping would change the trained adapters' numbers.
+    norm = norm_keepdim(y, -1)
     cap = (1.0 - delta) / math.sqrt(c)
     outside = norm > cap * (1 + 4 * torch.finfo(y.dtype).eps)
-    return torch.where(outside, y / _floored(norm) * cap, y)
+    return torch.where(outside, y / floored(norm) * cap, y)
 
 
 def _mobius_blocks(blocks: torch.Tensor, h: torch.Tensor, c: float) -> torch.Tensor:
     # S ⊗_c h = tanh(‖Sh‖/‖h‖ · artanh(√c‖h‖)) · Sh / (√c‖Sh‖); floored norms make Sh = 0 give 0.
     sqrt_c = math.sqrt(c)
     sh = block_matvec(blocks, h)
-    h_norm = _floored(_norm(h))
-    sh_norm = _floored(_norm(sh))
+    h_norm = floored(norm_keepdim(h, -1))
+    sh_norm = floored(norm_keepdim(sh, -1))
     # the tanh argument may overflow to inf for huge ‖Sh‖/‖h‖: tanh(inf) = 1 is the right limit
-    scale = torch.tanh(sh_norm / h_norm * _artanh(sqrt_c * h_norm)) / (sqrt_c * sh_norm)
+    scale = torch.tanh(sh_norm / h_norm * artanh(sqrt_c * h_norm)) / (sqrt_c * sh_norm)
     return sh * scale
 
 
@@ -274,7 +268,7 @@ class _OfficialArtanh(torch.autograd.Function):
 
 def _official_norm(x: torch.Tensor) -> torch.Tensor:
     # The official floor at 1e-5 (not finfo-derived: reproduced as released).
-    return _norm(x).clamp_min(OFFICIAL_NORM_FLOOR)
+    return norm_keepdim(x, -1).clamp_min(OFFICIAL_NORM_FLOOR)
 
 
 def _official_tanh(z: torch.Tensor) -> torch.Tensor:
@@ -293,7 +287,7 @@ def _official_map(x, scale_blocks, rotation_blocks, c: float) -> torch.Tensor:
         # The official code does not floor ‖Sh‖ and returns 0 where Sh = 0 (the where() below);
         # flooring at sqrt(finfo.tiny) changes no value above 1e-19 and keeps the discarded branch
         # (and so the gradient) free of 0/0.
-        sh_norm = _floored(_norm(sh))
+        sh_norm = floored(norm_keepdim(sh, -1))
         ratio = sh_norm / h_norm * _OfficialArtanh.apply(sqrt_c * h_norm)
         y = _official_tanh(ratio) * sh / (sh_norm * sqrt_c)
         h = torch.where((sh == 0).all(-1, keepdim=True), torch.zeros_like(y), y)
@@ -501,10 +495,11 @@ class HyperbolicAdapter(nn.Module):
 
     @classmethod
     def from_mode(cls, dim: int, mode: str, **kwargs) -> "HyperbolicAdapter":
-        """An adapter for a mode of :data:`MODES`: ``"hyperclip"``, ``"rotation"``, ``"hyro"``."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {tuple(MODES)}, got {mode!r}")
-        scaling, rotation = MODES[mode]
+        """An adapter for a mode of :data:`ADAPTER_MODES`: ``"hyperclip"``, ``"rotation"``,
+        ``"hyro"``."""
+        if mode not in ADAPTER_MODES:
+            raise ValueError(f"mode must be one of {tuple(ADAPTER_MODES)}, got {mode!r}")
+        scaling, rotation = ADAPTER_MODES[mode]
         return cls(dim, scaling=scaling, rotation=rotation, **kwargs)
 
     # -- matrices ------------------------------------------------------------

@@ -48,6 +48,10 @@ between the *columns* of :math:`W_o`, not between its rows (tested).
 so every text block stays orthogonal whatever the mixing; ``mix="matrices"`` mixes the orthogonal
 *matrices*, which does not keep orthogonality.  Vision blocks in the HPS code are used free (not
 orthogonal): ``vision_free_last`` says how many of the last vision layers are free.
+
+One module (about 570 lines, most of them docstrings): it is H-CLIP's adapter -- the energy it
+keeps, the orthogonal blocks that keep it and the mixing of those blocks' parameters all work on
+the one parameter layout (:class:`HCLIPLayout`), and the tests check them together.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ from torch import nn
 
 from hyro_edu.core import checks as _checks
 from hyro_edu.geometry.cayley import cayley_hclip, num_blocks
-from hyro_edu.core.numerics import fp32_math, norm_floor
+from hyro_edu.core.numerics import floored, fp32_math, norm_floor, norm_keepdim
 from hyro_edu.geometry.tproduct import mode_product, t_identity, tproduct, tproduct_transform
 
 __all__ = [
@@ -114,13 +118,13 @@ def hyperspherical_energy(
     if w.shape[-2] < 2:
         raise ValueError(f"weight must have at least 2 neurons ({neurons}), got {w.shape[-2]}")
     if normalize:
-        norms = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
+        norms = norm_keepdim(w, -1)
         if bool((norms == 0).any()):
             raise ValueError(
                 "weight has a neuron of norm 0: its direction is undefined (use normalize=False)"
             )
         # Norms below sqrt(tiny) would overflow 1/‖w‖; the floor keeps the direction finite.
-        w = w / norms.clamp_min(norm_floor(w.dtype))
+        w = w / floored(norms)
     sq = (w * w).sum(-1)
     gram = w @ w.transpose(-1, -2)
     scale = sq.unsqueeze(-1) + sq.unsqueeze(-2)
@@ -224,12 +228,6 @@ def reparametrise_attention(
 # ----------------------------------------------------------------------------
 # the shared parameter tensor and its layout
 # ----------------------------------------------------------------------------
-def _positive_int(x, name):
-    if isinstance(x, bool) or not isinstance(x, int) or x < 1:
-        raise ValueError(f"{name} must be a positive integer, got {x!r}")
-    return x
-
-
 @dataclass(frozen=True)
 class HCLIPLayout:
     """Shapes of H-CLIP's shared tensor ``(b, b, 4L, K)``; the defaults are CLIP ViT-B/16.
@@ -246,10 +244,10 @@ class HCLIPLayout:
     vision_width: int = 768
 
     def __post_init__(self):
-        _positive_int(self.block_size, "block_size")
-        _positive_int(self.num_layers, "num_layers")
-        num_blocks(_positive_int(self.text_width, "text_width"), self.block_size)
-        num_blocks(_positive_int(self.vision_width, "vision_width"), self.block_size)
+        _checks.integer(self.block_size, "block_size")
+        _checks.integer(self.num_layers, "num_layers")
+        num_blocks(_checks.integer(self.text_width, "text_width"), self.block_size)
+        num_blocks(_checks.integer(self.vision_width, "vision_width"), self.block_size)
 
     @property
     def text_blocks(self) -> int:
@@ -395,12 +393,7 @@ def mix_gated(
         raise ValueError(
             f"gates must have shape (2, L) with L dividing 4L = {s}, got {tuple(gates.shape)}"
         )
-    if (
-        isinstance(text_blocks, bool)
-        or not isinstance(text_blocks, int)
-        or not 0 <= text_blocks <= k
-    ):
-        raise ValueError(f"text_blocks must be an integer in [0, {k}], got {text_blocks!r}")
+    text_blocks = _checks.integer(text_blocks, "text_blocks", 0, k)
     modality = (torch.arange(k, device=params.device) >= text_blocks).long()  # 0 text, 1 vision
     per_slot = gates.repeat_interleave(s // gates.shape[1], dim=1)  # (2, 4L)
     alpha = per_slot[modality].T  # (4L, K)
@@ -416,7 +409,7 @@ def scalar_relation(tubes: torch.Tensor, block_size: int) -> torch.Tensor:
     :math:`M^{-1}\mathrm{diag}(Mg)M` (transform :math:`M`).
     """
     _checks.tensor(tubes, "tubes")
-    _positive_int(block_size, "block_size")
+    _checks.integer(block_size, "block_size")
     eye = torch.eye(block_size, dtype=tubes.dtype, device=tubes.device)
     return eye.reshape(block_size, block_size, *([1] * tubes.dim())) * tubes
 
@@ -580,7 +573,6 @@ class HCLIPRelation(nn.Module):
     ) -> torch.Tensor:
         """``(4, K_modality, b, b)``: the q, k, v, o blocks of one layer of one encoder."""
         n = self.layout.num_layers
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n:
-            raise ValueError(f"layer must be an integer in [0, {n - 1}], got {layer!r}")
+        layer = _checks.integer(layer, "layer", 0, n - 1)
         blocks = self.forward() if blocks is None else blocks
         return blocks[4 * layer : 4 * layer + 4, self.layout.block_range(modality)]
