@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import signal
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from hyro_edu import clip_pretraining as P
 from hyro_edu.clip.tiny import TINY_CLIP_NAME
 from hyro_edu.clip.weights import load_clip
 from hyro_edu.data.toyworld import ToyWorld
+from hyro_edu.training.runs import TrainingInterrupted
 
 SHORT = P.PretrainConfig(steps=100, batch_size=32, warmup=10)
 TINY_RUN = P.PretrainConfig(steps=2, batch_size=4, warmup=1)
@@ -154,3 +156,69 @@ def test_load_clip_toyworld_tag_is_the_cached_pretraining(monkeypatch):
     monkeypatch.setattr(P, "pretrained_tiny_clip", fake)
     assert load_clip(TINY_CLIP_NAME, "toyworld", device="cpu") == "the cached tiny CLIP"
     assert calls == [(None, "cpu")]
+
+
+def test_an_interrupted_pretraining_says_so_and_resumes_to_the_same_weights(tmp_path, monkeypatch, capsys):
+    config = P.PretrainConfig(steps=6, batch_size=4, warmup=2)
+    real_train = P.train_tiny_clip
+    monkeypatch.setattr(P, "train_tiny_clip", lambda c, **kw: real_train(c, eval_images=6, **kw))
+    reference = P.pretrained_tiny_clip(config, device="cpu", cache_dir=tmp_path / "a", checkpoint_every=2)
+    out = capsys.readouterr().out
+    path_a = P.checkpoint_path(config, tmp_path / "a")
+    assert out.startswith("Pretraining the tiny CLIP once (first use): 6 steps") and str(path_a) in out
+    assert "step 6/6" in out and out.rstrip().endswith("later calls load it from the cache")
+    assert reference.pretraining_record["resumed_at"] == []
+
+    faults = {}  # global step -> what happens while that step runs
+    real_step = P.ContrastivePretraining.training_step
+
+    def training_step(self, batch, batch_idx):
+        fault = faults.pop(self.trainer.global_step, None)
+        if fault == "crash":
+            raise RuntimeError("power cut")
+        if fault == "sigint":  # Ctrl-C, or Jupyter's "interrupt kernel": the step finishes first
+            signal.raise_signal(signal.SIGINT)
+        return real_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(P.ContrastivePretraining, "training_step", training_step)
+    cache = tmp_path / "b"
+    path, work = P.checkpoint_path(config, cache), P.partial_dir(config, cache)
+    faults[3] = "crash"  # no chance to save: the partial checkpoint of step 2 is all that is left
+    with pytest.raises(RuntimeError, match="power cut"):
+        P.pretrained_tiny_clip(config, device="cpu", cache_dir=cache, checkpoint_every=2)
+    assert not path.exists() and torch.load(work / "last.ckpt", weights_only=True)["global_step"] == 2
+    capsys.readouterr()
+    faults[4] = "sigint"
+    with pytest.raises(TrainingInterrupted) as info:
+        P.pretrained_tiny_clip(config, device="cpu", cache_dir=cache, checkpoint_every=2)
+    assert capsys.readouterr().out.startswith("Resuming the tiny CLIP's pretraining at step 2 of 6")
+    err = info.value
+    assert (err.step, err.checkpoint, err.exit_code) == (5, work / "last.ckpt", 130)
+    assert "to resume" in str(err) and "pretraining" in str(err)
+    assert torch.load(work / "last.ckpt", weights_only=True)["global_step"] == 5  # the step it stopped at
+    resumed = P.pretrained_tiny_clip(config, device="cpu", cache_dir=cache, checkpoint_every=2)
+    assert capsys.readouterr().out.startswith("Resuming the tiny CLIP's pretraining at step 5 of 6")
+    assert not faults and not work.exists() and list(path.parent.iterdir()) == [path]
+    a, b = reference.model.state_dict(), resumed.model.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
+    ra, rb = reference.pretraining_record, resumed.pretraining_record
+    assert rb["losses"] == ra["losses"] and len(rb["losses"]) == 6
+    assert rb["zero_shot_before"] == ra["zero_shot_before"] and rb["resumed_at"] == [2, 5]
+    assert torch.load(path, weights_only=True)["record"]["resumed_at"] == [2, 5]
+    # a warm cache prints nothing
+    P.pretrained_tiny_clip(config, device="cpu", cache_dir=cache)
+    assert capsys.readouterr().out == ""
+
+
+def test_a_damaged_partial_checkpoint_is_discarded(tmp_path, monkeypatch, capsys):
+    real_train = P.train_tiny_clip
+    monkeypatch.setattr(P, "train_tiny_clip", lambda c, **kw: real_train(c, eval_images=6, **kw))
+    work = P.partial_dir(TINY_RUN, tmp_path)
+    work.mkdir(parents=True)
+    (work / "last.ckpt").write_bytes(b"half a checkpoint")
+    backbone = P.pretrained_tiny_clip(TINY_RUN, device="cpu", cache_dir=tmp_path, progress=False)
+    assert capsys.readouterr().out == ""  # progress=False: silent
+    assert backbone.pretraining_record["resumed_at"] == [] and len(backbone.pretraining_record["losses"]) == 2
+    assert not work.exists() and P.checkpoint_path(TINY_RUN, tmp_path).is_file()
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        real_train(TINY_RUN, device="cpu", eval_images=0, checkpoint_every=0)

@@ -57,11 +57,12 @@ def directions(n, d, dtype, gen):
 
 
 # ----------------------------------------------------------------------------
-# worked examples from the reference notes
+# worked examples from the released code (peng2025hyperclip, truong2026hyro)
 # ----------------------------------------------------------------------------
-def test_clip_thresholds_match_the_reference_worked_example():
-    # reference §1.1: the official cap (1 - 1e-3)/sqrt(c) clips when ‖S w‖ > 3.80 (c = 1) and
-    # 38.0 (c = 0.01)
+def test_clip_thresholds_match_the_released_cap():
+    # :cite:`peng2025hyperclip`, as in the released code (SJTU-DeepVisionLab/HyperCLIP,
+    # cat_seg/third_party/hyperbolic.py, the _project after S): the cap (1 - 1e-3)/sqrt(c) clips
+    # when ‖S w‖ > artanh(0.999)/sqrt(c), 3.80 (c = 1, text) and 38.0 (c = 0.01, vision)
     assert round(H.clip_threshold(1.0, margin="official"), 2) == 3.80
     assert round(H.clip_threshold(0.01, margin="official"), 1) == 38.0
     # our margin sqrt(eps): 3.45e-4 in float32 (and half), 1.49e-8 in float64
@@ -83,8 +84,11 @@ def test_clip_thresholds_match_the_reference_worked_example():
         assert math.tanh(math.sqrt(c) * official) == pytest.approx(1 - delta, rel=1e-14)
 
 
-def test_parameter_counts_match_the_reference_table():
-    # reference §2.2: CLIP ViT-B/16, Q, K, V of 12 layers in each encoder; text 512, vision 768
+def test_parameter_counts_match_the_released_block_sizes():
+    # :cite:`truong2026hyro` as in the released code (tmhoanggg/HyRo, cat_seg/third_party/
+    # hyperbolic.py and model_hyperbolic.py: S in 128-blocks, Θ in 256-blocks, on Q, K, V of
+    # every layer of both encoders); CLIP ViT-B/16: 12 layers each, text 512, vision 768.
+    # The totals are derived from those sizes (the paper's own counts were not available).
     def total(width, layers, key):
         return 3 * layers * H.parameter_counts(width)[key]
 
@@ -98,12 +102,12 @@ def test_parameter_counts_match_the_reference_table():
     assert round((total(768, 12, "rotation") + total(1024, 24, "rotation")) / 1e6, 2) == 25.95
 
 
-@pytest.mark.parametrize("mode", list(H.MODES))
+@pytest.mark.parametrize("mode", list(H.ADAPTER_MODES))
 def test_module_parameter_count_is_the_formula(mode):
     a = H.HyperbolicAdapter.from_mode(768, mode, c=0.01)
     counts = a.parameter_counts
     assert counts["total"] == sum(p.numel() for p in a.parameters())
-    assert (a.scale is not None, a.theta is not None) == H.MODES[mode]
+    assert (a.scale is not None, a.theta is not None) == H.ADAPTER_MODES[mode]
     assert counts["scaling"] == (6 * 128**2 if a.scaling else 0)
     assert counts["rotation"] == (3 * 256**2 if a.rotation else 0)
 
@@ -111,7 +115,7 @@ def test_module_parameter_count_is_the_formula(mode):
 # ----------------------------------------------------------------------------
 # the map is R S until the clip
 # ----------------------------------------------------------------------------
-@pytest.mark.parametrize("mode", list(H.MODES))
+@pytest.mark.parametrize("mode", list(H.ADAPTER_MODES))
 def test_initialisation_is_the_identity(mode, dtype, gen):
     a = H.HyperbolicAdapter.from_mode(D, mode, c=1.0, scale_block=BS, rotation_block=BR).to(dtype)
     x = directions(20, D, dtype, gen) * torch.rand(20, 1, dtype=dtype, generator=gen) * 3.0
@@ -120,7 +124,7 @@ def test_initialisation_is_the_identity(mode, dtype, gen):
 
 
 @pytest.mark.parametrize("margin", H.MARGINS)
-@pytest.mark.parametrize("mode", list(H.MODES))
+@pytest.mark.parametrize("mode", list(H.ADAPTER_MODES))
 def test_map_equals_the_linear_equivalent_below_the_clip(mode, margin, c, dtype, gen):
     a = random_adapter(D, c, dtype, gen, margin=margin, mode=mode)
     lin = a.linear_equivalent()

@@ -413,7 +413,7 @@ def test_bad_input(gen):
         H.oft_weight(w, torch.zeros(2, 3, 4, dtype=F64))
     with pytest.raises(ValueError, match="block_size must divide the feature dimension 512"):
         H.HCLIPLayout(block_size=100)
-    with pytest.raises(ValueError, match="num_layers must be a positive integer"):
+    with pytest.raises(ValueError, match="num_layers must be an integer >= 1"):
         H.HCLIPLayout(num_layers=0)
     with pytest.raises(ValueError, match=r"vision_free_last must be an integer in \[0, 2\]"):
         SMALL.free_mask(3)

@@ -18,7 +18,9 @@ from hyro_edu import catseg as CS
 from hyro_edu.clip.backbone import ClipBackbone
 from hyro_edu.clip.tiny import TINY_CLIP_NAME, build_tiny_clip
 from hyro_edu.clip.finetune import MODES, TOWERS, FinetuneConfig, apply_finetuning
+from hyro_edu.clip.weights import load_clip
 from hyro_edu.nn.hyperbolic_adapter import clip_threshold
+import hyro_edu.segmentation.model as seg_model
 from hyro_edu.segmentation.model import (
     CATSEG_TEMPLATE,
     IMAGENET_TEMPLATES,
@@ -151,13 +153,64 @@ def test_vit_b16_segmenter_shape_and_counts():
 
 
 def test_forward_pixels_normalises_0_255_images():
+    """0-255 floats (the sliding window's) and uint8 pixels take the same path:
+    ``forward(normalize_images(images / 255))``; other dtypes are a TypeError."""
     seg = tiny_segmenter("rotation").eval()
     pixels = 255 * torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         direct = seg(seg.backbone.normalize_images(pixels / 255), NAMES[:3])
         torch.testing.assert_close(seg.forward_pixels(pixels, NAMES[:3]), direct)
-    with pytest.raises(ValueError, match="images must be a float tensor"):
-        seg.forward_pixels(pixels.to(torch.uint8), NAMES[:3])
+        as_uint8 = pixels.round().to(torch.uint8)
+        torch.testing.assert_close(seg.forward_pixels(as_uint8, NAMES[:3]),
+                                   seg.forward_pixels(as_uint8.float(), NAMES[:3]))
+    for bad in (pixels.to(torch.int32), pixels > 128):
+        with pytest.raises(TypeError, match="images must be a uint8 or float tensor"):
+            seg.forward_pixels(bad, NAMES[:3])
+    with pytest.raises(TypeError, match="images must be a uint8 or float tensor"):
+        seg.forward_pixels(pixels.tolist(), NAMES[:3])
+
+
+def test_forward_rejects_images_it_cannot_interpret():
+    """``forward`` takes normalised floats only: uint8 pixels used to pass silently as if they
+    were normalised values."""
+    seg = tiny_segmenter("attention").eval()
+    pixels = (255 * torch.rand(1, 3, 64, 64)).to(torch.uint8)
+    for bad in (pixels, pixels.long(), pixels > 0):
+        with pytest.raises(TypeError, match=r"images must be a float tensor .* normalised .*predict\(\)"):
+            seg(bad, NAMES[:2])
+    with pytest.raises(TypeError, match="images must be a torch.Tensor"):
+        seg(pixels.tolist(), NAMES[:2])
+
+
+def test_predict_takes_uint8_or_unit_floats_and_returns_class_indices():
+    """``predict``: uint8 and the same image as [0, 1] floats give the same (B, H, W) int64 indices,
+    the argmax of the logits of ``forward`` on the normalised image resized to (H, W); one
+    image (3, H, W) gives (H, W); the train/eval mode is restored; 0-255 floats are rejected."""
+    seg = tiny_segmenter("hyro")
+    perturb_adapters(seg, 0.02, seed=9)
+    pixels = (255 * torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(4))).to(torch.uint8)
+    names = NAMES[:4]
+    seg.train()
+    labels = seg.predict(pixels, names)
+    assert seg.training  # restored
+    assert labels.shape == (2, 64, 96) and labels.dtype == torch.int64
+    assert 0 <= int(labels.min()) and int(labels.max()) < len(names)
+    assert len(labels.unique()) > 1  # not vacuous: several classes win somewhere
+    seg.eval()
+    with torch.no_grad():
+        logits = seg(seg.backbone.normalize_images(pixels / 255.0), names)
+    want = F.interpolate(logits, size=(64, 64 * 3 // 2), mode="bilinear", align_corners=False).argmax(1)
+    assert torch.equal(labels, want)
+    assert torch.equal(seg.predict(pixels.float() / 255, names), labels)
+    assert torch.equal(seg.predict(pixels[1], names), labels[1])
+    assert seg.predict(pixels, names, output_size=(16, 24)).shape == (2, 16, 24)
+    assert not seg.training
+    with pytest.raises(ValueError, match=r"images must lie in \[0, 1\] as floats"):
+        seg.predict(pixels.float(), names)
+    with pytest.raises(TypeError, match="images must be uint8"):
+        seg.predict(pixels.long(), names)
+    with pytest.raises(ValueError, match=r"images must have shape \(B, 3, H, W\) or \(3, H, W\)"):
+        seg.predict(pixels[:, :1], names)
 
 
 def test_prompts_and_the_text_cache():
@@ -264,7 +317,9 @@ def test_clip_resolution_resizes_the_images_before_clip():
 def test_vit_l14_336_builds_with_the_official_architecture():
     """ViT-L/14@336 on PyTorch's meta device (no weights, no memory): guidance blocks 7 and 15, the
     decoder fed by a 768-d joint space and the 1024-wide tower, HyRo's trainable counts from the
-    reference's formula (S: 3·D·128 and R: 3·D·256 per layer; text 12 × 768, vision 24 × 1024),
+    released code's shapes (``tmhoanggg/HyRo``, ``cat_seg/third_party/model_hyperbolic.py``: S in
+    128-blocks and R in 256-blocks, 3·D·128 and 3·D·256 per layer; text 12 × 768, vision
+    24 × 1024; the default block sizes derived from these widths are the same),
     and CAT-Seg's ViT-L decoder (:func:`test_catseg.test_vit_l14_decoder_...`: 5,782,753)."""
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
@@ -279,7 +334,7 @@ def test_vit_l14_336_builds_with_the_official_architecture():
     assert seg.clip_resolution == 336 and 336 // 14 == 24  # the 24 x 24 grid CAT-Seg hard-codes
     scaling = 3 * 128 * (12 * 768 + 24 * 1024)
     rotation = 3 * 256 * (12 * 768 + 24 * 1024)
-    assert (scaling, rotation) == (12_976_128, 25_952_256)  # the reference's 12.98M and 25.95M
+    assert (scaling, rotation) == (12_976_128, 25_952_256)  # 12.98M and 25.95M
     assert seg.parameter_counts() == {"clip": scaling + rotation, "decoder": 5_782_753,
                                       "total": scaling + rotation + 5_782_753}
 
@@ -625,3 +680,60 @@ def test_bad_decoder_and_other_arguments():
     with pytest.raises(ValueError, match=r"guidance_blocks must be two block indices in \[0, 2\]"):
         OpenVocabSegmenter(backbone, ft, decoder, guidance_blocks=(1, 3))
     assert OpenVocabSegmenter(backbone, ft, decoder).guidance_blocks == (1, 2)
+
+
+# ----------------------------------------------------------------------------
+# defaults from the backbone; a failed build changes nothing
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+def test_build_segmenter_with_a_mode_name_works_on_the_tiny_clip(mode):
+    """``build_segmenter(load_clip("hyro-tiny", None), mode)``: the block sizes follow the 64-wide
+    towers (16, 32, 16), where the ViT-B/16 constants (128, 256, 128) used to fail."""
+    backbone = load_clip(TINY_CLIP_NAME, None, device="cpu")
+    seg = build_segmenter(backbone, mode).eval()
+    config = seg.finetuning.config
+    assert (config.scale_block, config.rotation_block, config.hclip_block) == (16, 32, 16)
+    with torch.no_grad():
+        out = seg(images(1), NAMES[:3])
+    assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
+
+
+def full_state(backbone):
+    """requires_grad per parameter, train/eval per module, parametrized tensors, parameter ids."""
+    return (
+        {n: p.requires_grad for n, p in backbone.named_parameters()},
+        {n: m.training for n, m in backbone.named_modules()},
+        sorted((n, t) for n, m in backbone.named_modules() if parametrize.is_parametrized(m)
+               for t in m.parametrizations),
+        {n: id(p) for n, p in backbone.named_parameters()},
+    )
+
+
+@pytest.mark.parametrize("mode", ["hyro", "hclip"])
+def test_a_failed_build_segmenter_leaves_the_backbone_as_it_was(mode, monkeypatch):
+    """Three failures: an invalid block size (found before anything changes), an invalid
+    hclip_vision_free, and a failure after the adapters were registered (the segmenter's
+    construction): each leaves flags, modes and parametrizations as they were."""
+    backbone = load_clip(TINY_CLIP_NAME, None, device="cpu")  # eval mode, nothing frozen
+    backbone.model.transformer.resblocks[0].requires_grad_(False)
+    state = full_state(backbone)
+    with pytest.raises(ValueError, match="scale_block must divide the feature dimension 64"):
+        build_segmenter(backbone, FinetuneConfig(mode="hyro", scale_block=48))
+    assert full_state(backbone) == state
+    with pytest.raises(ValueError, match=r"hclip_vision_free must be an integer in \[0, 4\]"):
+        build_segmenter(backbone, FinetuneConfig(mode="hclip", hclip_vision_free=7))
+    assert full_state(backbone) == state
+
+    def broken(*args, **kwargs):
+        assert parametrize.is_parametrized(backbone.attention_layers("visual")[0])  # applied
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(seg_model, "OpenVocabSegmenter", broken)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        build_segmenter(backbone, mode)
+    assert full_state(backbone) == state
+    monkeypatch.undo()
+    seg = build_segmenter(backbone, mode)  # and the backbone is still usable
+    assert seg.parameter_counts()["clip"] > 0
+    with pytest.raises(ValueError, match="finetune must be a FinetuneConfig or a mode name"):
+        build_segmenter(tiny_backbone(), 3)

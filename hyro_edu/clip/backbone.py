@@ -11,7 +11,8 @@ wraps any open_clip ViT model and gives
   gives a 24×24 grid, as CAT-Seg uses it);
 * **CAT-Seg's dense last layer** (:func:`dense_block_forward`): in the final
   vision block every token takes the value path of attention only, plus the
-  block's input CLS token, then the MLP (reference notes on CAT-Seg, §4.1);
+  block's input CLS token, then the MLP (:cite:`cho2024catseg`; ``forward_dense`` in
+  the released CAT-Seg code);
 * **intermediate features through forward hooks** (:meth:`ClipBackbone.capture`),
   e.g. the outputs of blocks 4 and 8 (indices 3 and 7) that CAT-Seg upsamples;
 * **the CLS token after chosen blocks** (:meth:`ClipBackbone.cls_tokens`);
@@ -19,7 +20,7 @@ wraps any open_clip ViT model and gives
   and a way to **re-parametrise** them (:meth:`ClipBackbone.register_qkv_adapter`):
   an adapter maps the frozen ``(W_q, W_k, W_v)`` to new weights on every
   forward pass, which is how HyperCLIP's and HyRo's block scalings and
-  rotations act (reference notes §1.1, §2.1);
+  rotations act (:cite:`peng2025hyperclip`, :cite:`truong2026hyro`);
 * open_clip's tokenizer (it ships its BPE vocabulary: no download).
 
 Models are chosen by **name and pretrained tag** (:func:`load_clip`).  The
@@ -106,7 +107,7 @@ def dense_block_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     Every token keeps its own value vector instead of the attention-weighted
     mixture, and the residual is the block's *input CLS token* for every token
-    (reference notes on CAT-Seg's ``forward_dense``, §4.1).  Reads
+    (:cite:`cho2024catseg`; ``forward_dense`` in the released CAT-Seg code).  Reads
     ``block.attn.in_proj_weight``, so Q/K/V adapters act here too.  Returns ``(B, L, D)``.
     """
     attn = block.attn

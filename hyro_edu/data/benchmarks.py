@@ -44,9 +44,11 @@ PAS-20b is evaluated with a 59-name vocabulary (the 20 VOC classes, then 39 PASC
 classes standing for "background"); its predictions >= 20 are collapsed into background
 (:func:`hyro_edu.segmentation.evaluation.collapse_background`).
 
-Reference: CAT-Seg (Cho et al., CVPR 2024) ``datasets/prepare_*.py`` and
-``cat_seg/data/datasets/register_*.py``; facts collected in the project's reference notes
-("Dataset preparation" and section 4.4).
+Reference: CAT-Seg :cite:`cho2024catseg` and its released code (CAT-Seg repository,
+``datasets/prepare_*.py``, ``cat_seg/data/datasets/register_*.py``, ``eval.sh`` and ``train_net.py``
+(``VOCbEvaluator``)); the datasets: COCO-Stuff :cite:`caesar2018cocostuff`, ADE20K
+:cite:`zhou2019ade20k`, PASCAL VOC :cite:`everingham2010pascal`, PASCAL-Context
+:cite:`mottaghi2014context`.
 """
 from __future__ import annotations
 

@@ -38,6 +38,10 @@ i)``: datasets are deterministic whatever the order or the number of workers.
 :class:`ToyPixelDataset` (pixel level: image, class map, labels) turn scenes
 into normalised tensors through a :class:`ToyTransform` (resize, horizontal
 flip, CLIP normalisation).
+
+It stays one module (about 550 lines) because it is one concept: the datasets
+are thin, deterministic views of the generator (scene ``i`` of a split, seeded
+by ``(seed, split, i)``) that share its split table and :class:`Scene`.
 """
 from __future__ import annotations
 

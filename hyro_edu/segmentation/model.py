@@ -10,23 +10,25 @@ r"""An open-vocabulary segmenter: a (fine-tuned) CLIP and CAT-Seg's cost-aggrega
 and the projection applied to every patch token), :math:`\hat E^L` the unit text embeddings of the
 class names from the text tower, and :math:`G` the outputs of two intermediate vision blocks
 (ViT-B/16: indices 3 and 7, i.e. "layers 4 and 8"), all with the attention weights
-re-parametrised by one of the five fine-tuning modes of :mod:`hyro_edu.clip.finetune` (``attention``,
-``hyperclip``, ``rotation``, ``hyro``, ``hclip``).  Everything about CLIP is frozen except the
-adapters; the decoder trains in full.  This is the model that HyRo, HyperCLIP, H-CLIP and CAT-Seg
-share (reference notes ``ovss-hyro-hyperclip-hclip-catseg.md`` §0, §4.1): they differ only in
-``mode``.
+re-parametrised by one of the fine-tuning modes of :mod:`hyro_edu.clip.finetune` (``attention``,
+``hyperclip``, ``rotation``, ``hyro``, ``hclip``; ``frozen`` keeps CLIP as it is).  Everything
+about CLIP is frozen except the adapters; the decoder trains in full.  This is the model that
+HyRo, HyperCLIP, H-CLIP and CAT-Seg share: the released code of HyperCLIP
+(``SJTU-DeepVisionLab/HyperCLIP``), HyRo (``tmhoanggg/HyRo``) and the H-CLIP-style code of
+``ZhaoYi-10-13/HPS-Seg`` are forks of CAT-Seg's (``cvlab-kaist/CAT-Seg``) that keep its model,
+decoder and evaluation and differ only in ``MODEL.SEM_SEG_HEAD.CLIP_FINETUNE``, which is
+``mode`` here.
 
 Properties (tested in ``tests/test_seg_model.py``):
 
 * shapes: the tiny CLIP on 64×64 images (8×8 grid) gives ``(B, T, 32, 32)``; ViT-B/16 at 384×384
   (24×24 grid) gives ``(B, T, 96, 96)``;
 * the text side uses ``P`` templates per class: by default **one** (``P = 1``), CAT-Seg's
-  ``"A photo of a {} in the scene"`` (``PROMPT_ENSEMBLE_TYPE "single"``, the released ViT-B and
-  ViT-L configs, reference §4.1), or CAT-Seg's ``"imagenet"`` ensemble of the 80 CLIP ImageNet
-  templates (:data:`PROMPT_ENSEMBLES`); the text features are ``(T, P, D)`` (every prompt
-  L2-normalised) and the decoder's ``prompt_channels`` is ``P``.  Only the **first synonym** of
-  a name that lists synonyms separated by ``", "`` (ADE-847) is used, for every template
-  (CAT-Seg's ``get_text_embeds``);
+  ``"A photo of a {} in the scene"`` (:data:`CATSEG_TEMPLATE`), or CAT-Seg's ``"imagenet"``
+  ensemble of the 80 CLIP ImageNet templates (:data:`PROMPT_ENSEMBLES`); the text features are
+  ``(T, P, D)`` (every prompt L2-normalised) and the decoder's ``prompt_channels`` is ``P``.
+  Only the **first synonym** of a name that lists synonyms separated by ``", "`` (ADE-847) is
+  used, for every template (CAT-Seg's ``get_text_embeds``);
 * ``clip_resolution``: the images are resized (bilinear, ``align_corners=False``) to this side
   before CLIP, as CAT-Seg's ``clip_resolution`` does (ViT-L/14@336: 384-px crops -> 336 px, a 24×24
   grid); ``None`` feeds them as they are (ViT-B/16 at 384: the official resize is the identity);
@@ -37,12 +39,27 @@ Properties (tested in ``tests/test_seg_model.py``):
 * :meth:`OpenVocabSegmenter.trainable_state_dict` holds exactly the trainable tensors (adapters
   and decoder), never the frozen CLIP.
 
-:meth:`OpenVocabSegmenter.forward_pixels` takes images with 0-255 pixel values, as
-:func:`hyro_edu.segmentation.evaluation.sliding_window_inference` passes them, and normalises them with
-the backbone's mean and std.
+**Images: one convention, three entry points.**  Pixels go through one pipeline, the package's
+(:mod:`hyro_edu.core.images`): ``uint8`` 0-255 or floats in ``[0, 1]`` ->
+:func:`~hyro_edu.core.images.to_unit_range` -> ``[0, 1]`` floats ->
+:meth:`~hyro_edu.clip.backbone.ClipBackbone.normalize_images` -> the model.  Each entry point
+says where in that pipeline its input is:
 
-References: Cho et al., CAT-Seg (CVPR 2024); Truong et al., HyRo (CVPR 2026); Peng et al.,
-HyperCLIP and H-CLIP (CVPR 2025); the project's reference notes §0, §4.1-4.4.
+* :meth:`OpenVocabSegmenter.predict` -- images as they come (``uint8`` or ``[0, 1]`` floats,
+  ``(B, 3, H, W)`` or ``(3, H, W)``) -> class indices ``(B, H, W)`` (or ``(H, W)``); for users;
+* :meth:`OpenVocabSegmenter.forward` -- normalised float images -> logits ``(B, T, 4h, 4w)``;
+  what training feeds.  Any other dtype is a ``TypeError``;
+* :meth:`OpenVocabSegmenter.forward_pixels` -- 0-255 pixel values (``uint8``, or floats, which
+  :func:`hyro_edu.segmentation.evaluation.sliding_window_inference` passes after its bilinear
+  resizes) -> logits; ``forward(normalize_images(images / 255))``.
+
+Size: a little over 500 lines, one concept (the segmenter, the checks of its parts, its builder).
+
+References: :cite:`cho2024catseg` (the decoder, the dense last layer, the prompts, the guidance
+blocks), :cite:`truong2026hyro`, :cite:`peng2025hyperclip`, :cite:`peng2025hclip` (the
+fine-tuning modes); the released CAT-Seg code (``cvlab-kaist/CAT-Seg``:
+``cat_seg/modeling/transformer/cat_seg_predictor.py`` for the prompts and text embeddings,
+``cat_seg/cat_seg_model.py`` for ``clip_resolution`` and the sliding window).
 """
 from __future__ import annotations
 
@@ -54,10 +71,12 @@ import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 from torch import nn
 
+from hyro_edu.core import checks as _checks
+from hyro_edu.core.images import to_unit_range
 from hyro_edu.segmentation.catseg import PRESETS, CATSegDecoder, build_catseg_decoder
 from hyro_edu.clip.backbone import ClipBackbone
 from hyro_edu.clip.tiny import TINY_CLIP_NAME
-from hyro_edu.clip.finetune import FinetuneConfig, Finetuning, apply_finetuning
+from hyro_edu.clip.finetune import FinetuneConfig, Finetuning, apply_finetuning, unchanged_on_error
 from hyro_edu.data.benchmarks import prompt_name  # one rule for the whole package (CAT-Seg's)
 
 __all__ = [
@@ -72,7 +91,8 @@ __all__ = [
     "build_segmenter",
 ]
 
-#: CAT-Seg's single prompt template (``PROMPT_ENSEMBLE_TYPE "single"``, reference notes §4.1).
+#: CAT-Seg's single prompt template (``PROMPT_ENSEMBLE_TYPE "single"`` in the released configs,
+#: ``cvlab-kaist/CAT-Seg``, ``configs/vitb_384.yaml`` and ``configs/vitl_336.yaml``).
 CATSEG_TEMPLATE = "A photo of a {} in the scene"
 
 #: The 80 prompt templates of CLIP's ImageNet zero-shot classifier (Radford et al., the
@@ -98,8 +118,7 @@ def default_guidance_blocks(num_layers: int) -> tuple[int, int]:
     ``(num_layers // 4, num_layers // 2)``, e.g. ``(1, 2)`` for the 4-block tiny CLIP -- a shallow
     and a middle block, as CAT-Seg's are.
     """
-    if isinstance(num_layers, bool) or not isinstance(num_layers, Integral) or num_layers < 3:
-        raise ValueError(f"num_layers must be an integer >= 3, got {num_layers!r}")
+    num_layers = _checks.integer(num_layers, "num_layers", 3)
     if num_layers in KNOWN_GUIDANCE_BLOCKS:
         return KNOWN_GUIDANCE_BLOCKS[num_layers]
     return (num_layers // 4, num_layers // 2)
@@ -122,6 +141,18 @@ def _class_names(class_names) -> tuple[str, ...]:
     if bad:
         raise ValueError(f"class names must be non-empty strings, got {bad[:3]!r} in class_names")
     return tuple(prompt_name(n) for n in class_names)
+
+
+def _check_normalised(images) -> None:
+    """``forward``'s input must be a float tensor: normalised images, not pixels."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor (B, 3, H, W), got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise TypeError(
+            "images must be a float tensor (B, 3, H, W) normalised with the backbone's mean and std, "
+            f"got dtype {images.dtype}; pass uint8 or [0, 1] images to predict(), 0-255 values to "
+            "forward_pixels()"
+        )
 
 
 def _check_backbone(backbone) -> None:
@@ -221,9 +252,11 @@ class OpenVocabSegmenter(nn.Module):
     clip_resolution : resize the images to this side before CLIP (CAT-Seg's ``clip_resolution``:
         336 for ViT-L/14@336); ``None`` (default) feeds them at their own size.
 
-    Forward: ``images (B, 3, H, W)`` normalised with the backbone's mean/std, ``H`` and ``W``
-    multiples of the patch size (or any size with ``clip_resolution``), and ``class_names``
-    (T strings) -> logits ``(B, T, 4h, 4w)`` with ``(h, w)`` the patch grid CLIP sees.
+    Forward: float ``images (B, 3, H, W)`` normalised with the backbone's mean/std, ``H`` and
+    ``W`` multiples of the patch size (or any size with ``clip_resolution``), and
+    ``class_names`` (T strings) -> logits ``(B, T, 4h, 4w)`` with ``(h, w)`` the patch grid CLIP
+    sees.  :meth:`predict` takes images as they come (``uint8`` or ``[0, 1]`` floats) and returns
+    class indices; :meth:`forward_pixels` takes 0-255 values (see the module docstring).
     """
 
     def __init__(
@@ -321,18 +354,75 @@ class OpenVocabSegmenter(nn.Module):
         return F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False)
 
     def forward(self, images: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
-        """Logits ``(B, T, 4h, 4w)`` for normalised ``images (B, 3, H, W)`` and ``T`` class names."""
+        """Logits ``(B, T, 4h, 4w)`` for normalised float ``images (B, 3, H, W)`` and ``T`` class names.
+
+        ``images`` are what :meth:`~hyro_edu.clip.backbone.ClipBackbone.normalize_images` returns
+        for ``[0, 1]`` images; any other dtype (``uint8`` pixels, integers) raises ``TypeError``:
+        use :meth:`predict` or :meth:`forward_pixels` for those.
+        """
         names = _class_names(class_names)
+        _check_normalised(images)
         with self.finetuning.shared_blocks():  # H-CLIP: one evaluation of the shared blocks per pass
             text = self.text_embeddings(names)
             dense, shallow, deep = self.image_features(self.clip_input(images))
         return self.decoder(dense, text[None].to(dense.dtype), shallow, deep)
 
     def forward_pixels(self, images: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
-        """Like :meth:`forward` for images with 0-255 pixel values (what the sliding window passes)."""
-        if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-            raise ValueError("images must be a float tensor (B, 3, H, W) with 0-255 pixel values")
-        return self(self.backbone.normalize_images(images.to(self.backbone.device) / 255.0), class_names)
+        """Logits ``(B, T, 4h, 4w)`` for ``images (B, 3, H, W)`` with 0-255 pixel values.
+
+        ``uint8``, or floats on the 0-255 scale (what
+        :func:`~hyro_edu.segmentation.evaluation.sliding_window_inference` passes after resizing;
+        their dtype is kept).  Computes ``forward(normalize_images(images / 255))``.  Other dtypes
+        raise ``TypeError``.
+        """
+        if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
+            unit = to_unit_range(images)
+        elif isinstance(images, torch.Tensor) and images.is_floating_point():
+            unit = images / 255.0
+        else:
+            got = f"dtype {images.dtype}" if isinstance(images, torch.Tensor) else type(images).__name__
+            raise TypeError(
+                f"images must be a uint8 or float tensor (B, 3, H, W) with 0-255 pixel values, got {got}"
+            )
+        return self(self.backbone.normalize_images(unit.to(self.backbone.device)), class_names)
+
+    def predict(
+        self,
+        images: torch.Tensor,
+        class_names: Sequence[str],
+        *,
+        output_size: Optional[tuple[int, int]] = None,
+    ) -> torch.Tensor:
+        """Per-pixel class indices for images as they come: ``uint8`` (0-255) or floats in ``[0, 1]``.
+
+        ``images``: ``(B, 3, H, W)`` or one image ``(3, H, W)``, converted by
+        :func:`~hyro_edu.core.images.to_unit_range` (floats outside ``[0, 1]`` raise
+        ``ValueError``, other dtypes ``TypeError``) and normalised with the backbone's mean and std.
+        The logits ``(B, T, 4h, 4w)`` of :meth:`forward` are resized bilinearly
+        (``align_corners=False``) to ``output_size`` (default the input's ``(H, W)``) and the
+        argmax over the ``T`` classes is taken: returns ``int64`` indices into ``class_names``,
+        ``(B, H, W)``, or ``(H, W)`` for one image.  Runs in eval mode without gradients; the
+        module's train/eval mode is restored afterwards.
+        """
+        unit = to_unit_range(images)
+        single = unit.dim() == 3
+        if single:
+            unit = unit[None]
+        if unit.dim() != 4 or unit.shape[1] != 3:
+            raise ValueError(f"images must have shape (B, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
+        size = tuple(unit.shape[-2:]) if output_size is None else tuple(
+            _checks.integers(output_size, "output_size", 2))
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                logits = self(self.backbone.normalize_images(unit.to(self.backbone.device)), class_names)
+                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        finally:
+            if was_training:
+                self.train()
+        labels = logits.argmax(dim=1)
+        return labels[0] if single else labels
 
     # -- trainable state --------------------------------------------------------------------
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
@@ -384,7 +474,10 @@ def build_segmenter(
 ) -> OpenVocabSegmenter:
     """Fine-tune ``backbone`` as ``finetune`` says and attach a CAT-Seg decoder sized for it.
 
-    ``finetune`` : a :class:`~hyro_edu.clip.finetune.FinetuneConfig` or a mode name.
+    ``finetune`` : a :class:`~hyro_edu.clip.finetune.FinetuneConfig` or a mode name (one of
+    :data:`~hyro_edu.clip.finetune.MODES`); block sizes left ``None`` follow the backbone
+    (:func:`~hyro_edu.clip.finetune.default_block_sizes`), so ``build_segmenter(backbone, mode)``
+    works for any CLIP, the tiny one included.
     ``decoder`` : a preset of :data:`hyro_edu.segmentation.catseg.PRESETS` (default
     :func:`default_decoder_preset`); ``embed_dim``, ``vision_width``, ``intermediate_layers`` and
     ``prompt_channels`` (the number of templates) are set from the backbone and ``template``,
@@ -392,14 +485,21 @@ def build_segmenter(
     ``template`` : one template or a sequence of ``P`` (e.g. ``PROMPT_ENSEMBLES["imagenet"]``).
     ``clip_resolution`` : see :class:`OpenVocabSegmenter`.
     ``backbone`` is modified in place (frozen, adapters registered), but only after the decoder,
-    ``guidance_blocks`` and ``template`` passed their checks: a ``ValueError`` for one of them
-    leaves the backbone as it was, so the call can simply be repeated with the argument fixed.
+    ``guidance_blocks`` and ``template`` passed their checks, and inside
+    :func:`~hyro_edu.clip.finetune.unchanged_on_error`: any exception leaves the backbone as it
+    was (``requires_grad`` flags, parametrizations, train/eval modes), so the call can simply be
+    repeated with the argument fixed.
     """
     # Everything that can be wrong with the arguments is checked before apply_finetuning changes
-    # the backbone in place (freezes it, registers adapters): a failed call leaves it untouched.
+    # the backbone in place (freezes it, registers adapters), and what fails after it is undone
+    # (unchanged_on_error): a failed call leaves the backbone as it was.
     _check_backbone(backbone)
     if isinstance(finetune, str):
         finetune = FinetuneConfig(mode=finetune)
+    if not isinstance(finetune, FinetuneConfig):
+        raise ValueError(
+            f"finetune must be a FinetuneConfig or a mode name, got {type(finetune).__name__}"
+        )
     preset = default_decoder_preset(backbone) if decoder is None else decoder
     if preset not in PRESETS:
         raise ValueError(f"decoder must be one of {tuple(PRESETS)}, got {preset!r}")
@@ -411,6 +511,7 @@ def build_segmenter(
     kwargs.update(decoder_overrides or {})
     dec = build_catseg_decoder(preset, **kwargs).to(backbone.device)
     _check_decoder(backbone, dec, len(templates))
-    ft = apply_finetuning(backbone, finetune)
-    return OpenVocabSegmenter(backbone, ft, dec, guidance_blocks=blocks, template=templates,
-                              clip_resolution=clip_resolution)
+    with unchanged_on_error(backbone):
+        ft = apply_finetuning(backbone, finetune)
+        return OpenVocabSegmenter(backbone, ft, dec, guidance_blocks=blocks, template=templates,
+                                  clip_resolution=clip_resolution)
