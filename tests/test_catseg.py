@@ -35,7 +35,8 @@ def _inputs(dec, b=2, t=5, h=8, w=8, text_batch=None, dtype=torch.float64, seed=
 # size and shapes
 # ----------------------------------------------------------------------------
 def _expected_vit_b16_counts():
-    """Per-module sizes from the layer shapes of reference §4.2 (written out independently)."""
+    """Per-module sizes from the layer shapes of the released code (CAT-Seg repository,
+    ``cat_seg/modeling/transformer/model.py`` and ``cat_seg/cat_seg_model.py``), written out independently."""
     def conv(cin, cout, k, bias=True):  # Conv2d and ConvTranspose2d alike
         return cin * cout * k * k + (cout if bias else 0)
 
@@ -73,7 +74,7 @@ def test_full_size_parameter_count_by_module_matches_the_reference():
     assert {k: v for k, v in counts.items() if k != "total"} == expected
     assert counts["total"] == sum(p.numel() for p in dec.parameters() if p.requires_grad) == 4_668_641
     groups = dec.parameter_groups()
-    # the reference's hand-derived numbers (§4.2 item 7) hold exactly
+    # the numbers counted by hand from the released code (REFERENCE_PARAMETER_COUNTS) hold exactly
     assert groups["aggregator"] == CS.REFERENCE_PARAMETER_COUNTS["aggregator"] == 2_308_961
     assert groups["upsampling"] == CS.REFERENCE_PARAMETER_COUNTS["upsampling"] == 2_359_680
     deeper = CS.count_parameters(dec, depth=2)
