@@ -69,7 +69,9 @@ def test_shipped_configs_load_and_resolve():
     assert official.clip_lr_multiplier == 0.025 and paper.clip_lr_multiplier == 1.0
     assert official.lr * official.clip_lr_multiplier == pytest.approx(5e-6)  # HyRo's effective CLIP-side lr
     # the official preset reproduces the fine-tuning whose ViT-B/16 counts test_finetune asserts
-    assert official.finetune_config() == FinetuneConfig(mode="hyro")
+    # (the preset's blocks are those FinetuneConfig derives for ViT-B/16's widths)
+    assert official.finetune_config() == FinetuneConfig(mode="hyro", scale_block=128, rotation_block=256,
+                                                         hclip_block=128)
     for mode, mult in OFFICIAL_CLIP_MULTIPLIERS.items():
         assert load_config("official_vitb16", {"mode": mode}).resolved().clip_lr_multiplier == mult
     # HyperCLIP keeps its 128-blocks under the paper preset; only HyRo's S is 256
@@ -198,7 +200,7 @@ def test_the_estimate_is_scaled_from_the_published_figure():
 def test_decoder_initialisation_does_not_depend_on_loading_the_clip(monkeypatch):
     """The tiny CLIP is pretrained on first use (drawing random numbers) and read from the cache
     later: the decoder a config builds must be the same either way."""
-    import hyro_edu.segmentation.train as ST
+    from hyro_edu.segmentation.train import task as ST  # where build_model looks load_clip up
 
     plain = build_model(fast_config())
     original = ST.load_clip
@@ -290,14 +292,19 @@ def test_resume_after_interruption_reproduces_the_run(tmp_path, mode):
     with pytest.raises(SimulatedInterruption):
         train(fast_config(name="crashed", mode=mode), root=tmp_path, evaluate=False, interrupt_after=2)
     assert not (tmp_path / "crashed" / "result.pt").exists()
+    at_crash = torch.load(tmp_path / "crashed" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert at_crash["global_step"] == 2
     resumed = train(fast_config(name="crashed", mode=mode), root=tmp_path, evaluate=False)
     assert resumed["resumed_from"] == 2 and resumed["steps"] == 4
     assert resumed["losses"] == pytest.approx(straight["losses"][2:], rel=1e-5)
     for k, v in straight["state"].items():
         torch.testing.assert_close(resumed["state"][k], v, rtol=1e-5, atol=1e-6)
-    # the resumed run really changed the weights after the crash (not a trivially equal state)
-    moved = [k for k, v in straight["state"].items() if k.startswith("decoder.")]
-    assert moved
+    # the resumed run really changed the weights after the crash (not a trivially equal state):
+    # decoder tensors of the step-2 checkpoint differ from the final ones
+    decoder = [k for k in straight["state"] if k.startswith("decoder.")]
+    moved = [k for k in decoder
+             if not torch.allclose(at_crash["state_dict"][f"segmenter.{k}"], resumed["state"][k], atol=1e-7)]
+    assert decoder and len(moved) > len(decoder) // 2
 
 
 def test_training_moves_the_adapters_and_lowers_the_loss(tmp_path):

@@ -1,9 +1,35 @@
-"""Lightning's chatter, silenced where hyro_edu trains (tiny CLIP pretraining, segmenter training)."""
+"""Lightning pieces every trainer shares: quiet set-up, a step progress bar, stop-on-signal, loggers.
+
+* :func:`quiet` silences Lightning's banner and advice that does not apply to these runs.
+* :class:`StepProgressBar` counts optimiser steps against ``max_steps``: after a resume it keeps
+  its total and its ETA (Lightning's bar shows ``11/?`` then, since it sizes the bar per epoch
+  and a resume in the middle of the one epoch skips that).
+* :class:`StopOnSignal` ends training cleanly on SIGINT/SIGTERM (with
+  :class:`hyro_edu.training.runs.InterruptGuard`): after the current step it writes the
+  checkpoint of that step atomically, flushes the loggers and raises :class:`StopRequested`,
+  which the caller turns into :class:`~hyro_edu.training.runs.TrainingInterrupted`.  (Lightning
+  2.6 itself turns a ``KeyboardInterrupt`` into ``sys.exit(1)`` and a SIGTERM into a
+  ``SystemExit`` with status 0, both without a checkpoint of the current step.)
+* :func:`csv_loggers` writes ``<run>/logs/csv/version_<attempt>/metrics.csv`` (and TensorBoard
+  logs when ``tensorboard`` is installed), flushed every ``flush_every`` steps.
+"""
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import warnings
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+from hyro_edu.training.runs import InterruptGuard
+
+__all__ = ["quiet", "StepProgressBar", "StopOnSignal", "StopRequested", "csv_loggers"]
 
 #: Advice Lightning gives that does not apply to these runs (single process, small in-memory data,
 #: checkpoints written on purpose into an existing run folder, resumes in the middle of the one epoch).
@@ -37,3 +63,112 @@ def quiet():
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+class StepProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, counting optimiser steps ``global_step / max_steps``.
+
+    The bar starts at the resumed step (tqdm's ``initial``), so its rate and ETA count only the
+    steps of this attempt: ``45/60 [00:00<?]`` right after a resume at step 45, then
+    ``50/60 [00:02<00:04]``.
+    """
+
+    def init_train_tqdm(self) -> Tqdm:
+        trainer = self.trainer
+        if trainer.max_steps is None or trainer.max_steps < 0:  # no step budget: Lightning's bar
+            return super().init_train_tqdm()
+        return Tqdm(desc=self.train_description, initial=trainer.global_step, total=trainer.max_steps,
+                    position=2 * self.process_position, disable=self.is_disabled, leave=True,
+                    dynamic_ncols=True, file=sys.stdout, smoothing=0, bar_format=self.BAR_FORMAT)
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        if trainer.max_steps is None or trainer.max_steps < 0:
+            super().on_train_epoch_start(trainer, *args)  # the bar counts the epoch's batches
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        try:
+            bar = self.train_progress_bar
+        except TypeError:  # the exception came before training started: no bar yet
+            return
+        bar.close()  # an interrupted run: leave its last frame now, not when the bar is collected
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        bar = self.train_progress_bar
+        if bar is None or bar.disable or trainer.max_steps is None or trainer.max_steps < 0:
+            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        n = trainer.global_step
+        if n % max(1, self.refresh_rate) == 0 or n >= trainer.max_steps:
+            bar.n = n
+            bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar
+
+
+class StopRequested(Exception):
+    """Raised inside ``Trainer.fit`` by :class:`StopOnSignal` after the checkpoint of ``step``.
+
+    Not a ``KeyboardInterrupt``: Lightning would turn that into ``sys.exit(1)``.
+    """
+
+    def __init__(self, step: int, checkpoint: Path):
+        self.step, self.checkpoint = int(step), Path(checkpoint)
+        super().__init__(f"stop requested at step {step}; checkpoint {checkpoint}")
+
+
+class StopOnSignal(L.Callback):
+    """Stop after the current step when ``guard`` received a signal; checkpoint that step first.
+
+    Sets ``guard.deferring`` while the training loop runs, so a first signal waits for the end of
+    the step.  Records ``step`` (steps completed) and ``saved_step`` (the step of the latest
+    checkpoint any callback wrote, or the resumed one).  Put it after the checkpoint callback,
+    so a step that callback has just saved is not saved twice.
+    """
+
+    def __init__(self, guard: InterruptGuard, checkpoint: Path):
+        self.guard, self.checkpoint = guard, Path(checkpoint)
+        self.step: Optional[int] = None
+        self.saved_step: Optional[int] = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.step = trainer.global_step
+        if self.saved_step is None and trainer.global_step > 0:
+            self.saved_step = trainer.global_step  # resumed from that checkpoint
+        self.guard.deferring = True
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.guard.deferring = False
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.guard.deferring = False
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.saved_step = int(checkpoint.get("global_step", trainer.global_step))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.step = trainer.global_step
+        if self.guard.received is None:
+            return
+        if self.saved_step != trainer.global_step or not self.checkpoint.is_file():
+            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
+            trainer.save_checkpoint(tmp)
+            os.replace(tmp, self.checkpoint)
+        for logger in trainer.loggers:
+            logger.save()
+        raise StopRequested(trainer.global_step, self.checkpoint)
+
+
+def csv_loggers(directory: Path, *, flush_every: int = 100) -> list:
+    """A ``CSVLogger`` at ``<directory>/logs/csv`` (one ``version_<attempt>`` folder per attempt:
+    a resumed run never overwrites the logs of the attempt that stopped), flushed to disk every
+    ``flush_every`` steps, and a ``TensorBoardLogger`` at ``logs/tensorboard`` if ``tensorboard``
+    is installed."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    loggers = [CSVLogger(Path(directory) / "logs", name="csv", flush_logs_every_n_steps=flush_every)]
+    try:
+        import tensorboard  # noqa: F401  (optional: pip install tensorboard)
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(Path(directory) / "logs", name="tensorboard"))
+    except ImportError:
+        pass
+    return loggers

@@ -1,0 +1,87 @@
+"""``python -m hyro_edu.segmentation.train``: train, resume, load or evaluate a run from a shell.
+
+Imports come in three stages so that each answer comes as early as it can: ``--help`` needs only
+argparse; the config check (``parser.error``, exit status 2, for every bad key or value and for a
+run directory of another config) needs torch and open_clip but not Lightning; only training and
+evaluation load Lightning and the models.  Exit status 130 after SIGINT (Ctrl-C), 143 after
+SIGTERM, with "interrupted at step N; run the same command to resume" on stderr.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from hyro_edu.training.cli import config_parser, parse_or_exit, run_or_exit
+from hyro_edu.training.config import shipped_configs
+
+__all__ = ["main"]
+
+_DESCRIPTION = (
+    "Train an open-vocabulary segmenter (CAT-Seg decoder + a CLIP fine-tuning mode). Without "
+    "arguments: the embedded toy config (tiny CLIP, toy world, CPU-sized). A finished run is "
+    "loaded, an interrupted one resumed by the same command."
+)
+_EPILOG = """examples:
+  python -m hyro_edu.segmentation.train
+  python -m hyro_edu.segmentation.train --config official_vitb16 --set mode=hyperclip
+  python -m hyro_edu.segmentation.train --config official_vitb16 --estimate
+  python -m hyro_edu.segmentation.train --config path/to/my.yaml --eval-only
+"""
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line; returns the exit status (``parser.error`` exits with 2)."""
+    parser = config_parser("python -m hyro_edu.segmentation.train", _DESCRIPTION,
+                           configs=shipped_configs("hyro_edu.segmentation.configs"), default="toy",
+                           epilog=_EPILOG)
+    parser.add_argument("--data-root", default=None, help="prepared datasets (default $HYRO_EDU_DATA)")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate the finished run of this config")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print the time and memory estimate (scaled from a published figure) and exit")
+    args = parser.parse_args(argv)
+
+    import yaml
+
+    from hyro_edu.segmentation.train import config as C  # torch and open_clip, not Lightning
+
+    config = parse_or_exit(parser, lambda: C.load_config(args.config, args.overrides).resolved())
+    if args.print_config:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    if args.estimate:
+        print(C.format_estimate(config))
+        return 0
+    directory = C.run_dir(config, args.root)
+    if not args.retrain:
+        parse_or_exit(parser, lambda: C.check_run_dir(config, args.root))
+    print(f"run {config.name!r}: mode {config.mode}, preset {config.preset}, {config.model} ({config.pretrained}), "
+          f"{config.train_data} data, batch {config.batch_size} x {config.max_steps} steps -> {directory}",
+          flush=True)
+
+    from hyro_edu.segmentation.train import run as R  # Lightning, the segmenter
+
+    if args.eval_only:
+        result = parse_or_exit(parser, lambda: R.load_result(config, args.root))
+        if result is None:
+            parser.error(f"no finished run at {directory / 'result.pt'}; train first (without --eval-only)")
+        metrics = R.evaluate_config(R.load_trained(result), config, data_root=args.data_root)
+        print(R.format_metrics(metrics))
+        print(f"metrics written to {R.write_metrics(directory, config, {**result, 'metrics': metrics})}")
+        return 0
+
+    def work() -> int:
+        result = R.train(config, root=args.root, data_root=args.data_root, retrain=args.retrain)
+        print(f"{R.format_summary(result)}; trainable parameters {result['parameter_counts']}")
+        for step, miou in result.get("validations", []):
+            print(f"validation at step {step}: mIoU {100 * miou:.1f} % ({config.val_data})")
+        if result["metrics"]:
+            print(R.format_metrics(result["metrics"]))
+        metrics_file = directory / "metrics.json"
+        if metrics_file.is_file():
+            print(f"metrics: {metrics_file}")
+        return 0
+
+    return run_or_exit(parser, work)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
