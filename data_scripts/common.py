@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from hyro_edu import segmentation_data as sd
+from hyro_edu.data import benchmarks as sd
 
 from .archives import extract, is_extracted
 from .download import DataPreparationError, Download, DownloadError, ManualStepRequired, fetch_any, human_size, verify

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from hyro_edu import segmentation_data as sd
+from hyro_edu.data import benchmarks as sd
 from hyro_edu.core.paths import data_root
 
 from .ade20k import ADE150, ADE847
@@ -30,14 +30,15 @@ from .download import DataPreparationError, human_size, probe_size
 from .pascal_context import PC59, PC459
 from .voc import VOC20, VOC20b
 
-__all__ = ["PREPARERS", "prepare", "dry_run", "main"]
+__all__ = ["PREPARERS", "resolve_names", "build_parser", "prepare", "dry_run", "main"]
 
 PREPARERS: dict[str, Preparer] = {
     p.key: p for p in (CocoStuff(), ADE150(), ADE847(), PC59(), PC459(), VOC20(), VOC20b())
 }
 
 
-def _names(datasets: Sequence[str]) -> list[str]:
+def resolve_names(datasets: Sequence[str]) -> list[str]:
+    """The benchmark keys ``datasets`` names, ``"all"`` expanded, duplicates dropped, in order; ``ValueError`` if unknown."""
     names: list[str] = []
     for name in datasets:
         for n in PREPARERS if name == "all" else [name]:
@@ -64,7 +65,7 @@ def _context(root, **kwargs) -> Context:
 def dry_run(datasets: Sequence[str], root=None, *, probe: bool = False, log: Callable[[str], None] = print,
             **options) -> int:
     """Print the state of every benchmark and file; return the number of missing files."""
-    names = _names(datasets)
+    names = resolve_names(datasets)
     ctx = _context(root, log=log, **options)
     log(f"data root: {ctx.root}")
     missing = manual = 0
@@ -108,7 +109,7 @@ def prepare(datasets: Sequence[str], root=None, *, force: bool = False, log: Cal
     ``coco_stuff_splits``. A benchmark whose step fails does not stop the others; at the end a
     :class:`~data_scripts.download.DataPreparationError` lists every failure with its instructions.
     """
-    names = _names(datasets)
+    names = resolve_names(datasets)
     ctx = _context(root, log=log, **options)
     written, failed = [], []
     for name in names:
@@ -127,7 +128,8 @@ def prepare(datasets: Sequence[str], root=None, *, force: bool = False, log: Cal
     return written
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m data_scripts.prepare`` (the appendix checks its commands against it)."""
     p = argparse.ArgumentParser(
         prog="python -m data_scripts.prepare",
         description="Download and prepare open-vocabulary segmentation benchmarks for hyro_edu.",
@@ -148,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     options = dict(
         mirror=args.mirror, download=not args.no_download, verify_checksums=not args.skip_checksums,
         progress=not args.quiet, workers=args.workers, coco_stuff_splits=tuple(args.coco_stuff_splits),

@@ -29,7 +29,7 @@ from data_scripts.download import (
 )
 from data_scripts.fixtures import build_sources
 from data_scripts.pascal_context import convert_459, rle_counts_from_string, rle_decode, rle_encode, rle_string_from_counts
-from hyro_edu import segmentation_data as sd
+from hyro_edu.data import benchmarks as sd
 
 ALL = ["coco_stuff", "ade20k_150", "ade20k_847", "pascal_context_59", "pascal_context_459", "voc20", "voc20b"]
 QUIET = dict(progress=False, log=lambda message: None)

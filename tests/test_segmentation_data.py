@@ -10,7 +10,7 @@ import torch
 
 from data_scripts import prepare as P
 from data_scripts.fixtures import build_sources
-from hyro_edu import segmentation_data as sd
+from hyro_edu.data import benchmarks as sd
 from hyro_edu.segmentation.evaluation import evaluate
 
 NAMES = ["ade20k_150", "pascal_context_59", "pascal_context_459", "voc20", "voc20b"]
