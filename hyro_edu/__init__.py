@@ -5,23 +5,23 @@ Curvature convention, everywhere in this package: ``c > 0`` means curvature ``-c
 The package is a house with floors; each subpackage imports only from the floors below it
 (``tests/test_layers.py`` enforces this with an import-linter ``layers`` contract):
 
-==================  ==============================================================  ==========
-subpackage          what it holds                                                   book part
-==================  ==============================================================  ==========
-``book``            helpers for the chapters (glue, plots, widgets); nothing        all
-                    imports it
-``segmentation``    HyRo / HyperCLIP / H-CLIP: CAT-Seg decoder, segmenter,           IV
-``hvsa``            evaluation, trainer; HVSA and tree alignment (planned) beside it
+=====================  ================================================================  ==========
+subpackage             what it holds                                                     book part
+=====================  ================================================================  ==========
+``book``               helpers for the chapters (glue, plots, widgets); nothing          all
+                       imports it
+``segmentation``       HyRo / HyperCLIP / H-CLIP: CAT-Seg decoder, segmenter,            IV
+``hvsa``               evaluation, trainer; HVSA and tree alignment (planned) beside it
 ``tree_alignment``
-``clip``            the CLIP backbone, weights, tiny CLIP, pretraining, fine-tuning   III
-``data``            the procedural toy world, the benchmark datasets                 III
-``training``        the shared engine: configs, run directories, resume, signals    IV
-``nn``, ``hierarchy``  adapters (layers on the geometry); trees, taxonomies,         II
-                    tree embeddings, entailment-cone training
-``geometry``        pure functions: Poincaré ball, Lorentz model, Cayley maps,       I-II
-                    T-products, cones, wrapped normals, intermediate curvature
-``core``            validation, numerics, curvature conventions, paths              I
-==================  ==============================================================  ==========
+``clip``               the CLIP backbone, weights, tiny CLIP, pretraining, fine-tuning   III
+``data``               the procedural toy world, the benchmark datasets                  III
+``training``           the shared engine: configs, run directories, resume, signals      IV
+``nn``, ``hierarchy``  adapters (layers on the geometry); trees, taxonomies,             II
+                       tree embeddings, entailment-cone training
+``geometry``           pure functions: Poincaré ball, Lorentz model, Cayley maps,        I-II
+                       T-products, cones, wrapped normals, intermediate curvature
+``core``               validation, numerics, curvature conventions, paths                I
+=====================  ================================================================  ==========
 
 Subpackages resolve lazily (PEP 562): ``import hyro_edu`` is cheap, and
 ``hyro_edu.segmentation`` imports CLIP and the decoder only when first touched.

@@ -5,6 +5,7 @@ sphere; the cosine :math:`\langle f(x), g(t) \rangle` scores how well they
 match.  Everything later in the book (HyperCLIP, HyRo, H-CLIP, the CAT-Seg
 decoder) needs more from CLIP than the two pooled embeddings; :class:`ClipBackbone`
 wraps any open_clip ViT model and gives
+
 * **dense patch features at any input size** (divisible by the patch size):
   the ViT's positional embedding is resized bicubically from its native grid
   to the input's grid (:func:`interpolate_pos_embed`; ViT-B/16 at 384×384
@@ -23,13 +24,13 @@ wraps any open_clip ViT model and gives
   rotations act (:cite:`peng2025hyperclip`, :cite:`truong2026hyro`);
 * open_clip's tokenizer (it ships its BPE vocabulary: no download).
 
-Models are chosen by **name and pretrained tag** (:func:`load_clip`).  The
+Models are chosen by **name and pretrained tag**
+(:func:`~hyro_edu.clip.weights.load_clip`, in :mod:`hyro_edu.clip.weights`).  The
 GPU default is ``ViT-B-16`` with ``openai`` weights, fetched by open_clip's
 own mechanism into ``hyro_edu.core.paths.cache_dir() / "open_clip"``
-(``$HYRO_EDU_CACHE``); when they cannot be had, :class:`WeightsUnavailableError`
-
-How a backbone is built from a name and a tag is :mod:`hyro_edu.clip.weights`; the tiny
-CPU model is :mod:`hyro_edu.clip.tiny`.
+(``$HYRO_EDU_CACHE``); when they cannot be had,
+:class:`~hyro_edu.clip.weights.WeightsUnavailableError` says so and how to get them.
+The tiny CPU model is :mod:`hyro_edu.clip.tiny`.
 """
 from __future__ import annotations
 
@@ -146,6 +147,8 @@ class QKV(NamedTuple):
 class VisualFeatures:
     """Outputs of :meth:`ClipBackbone.forward_visual`.
 
+    Attributes
+    ----------
     pooled : ``(B, E)`` image embedding (CLS after ``ln_post``, projected), not normalised.
     tokens : ``(B, h·w, E)`` patch embeddings (``ln_post`` and projection applied to
         every patch token of the last block; CAT-Seg's dense block if ``dense=True``).
@@ -173,7 +176,7 @@ class ClipBackbone(nn.Module):
 
     Parameters
     ----------
-    model : an :class:`open_clip.CLIP` whose image tower is an open_clip
+    model : an ``open_clip.CLIP`` whose image tower is an open_clip
         ``VisionTransformer`` with a class token and no attentional pooler.
     name, pretrained : recorded for reports (``load_clip`` sets them).
     mean, std : the image normalisation the weights expect (0-1 scale).

@@ -5,16 +5,16 @@ Every mode freezes CLIP's own weights.  Five of them re-parametrise the attentio
 filter on ``"transformer"``, which covers both encoders); ``frozen`` trains nothing
 inside CLIP:
 
-===============  ==========================================================================  =======================
+===============  ===========================================================================  =======================
 mode             what is trained (per attention layer)                                        source
-===============  ==========================================================================  =======================
+===============  ===========================================================================  =======================
 ``frozen``       nothing: CLIP computes exactly what the pretrained model computes            HyRo ablation (no S, no R)
 ``attention``    the Q and V weight matrices themselves (K, biases, out_proj stay frozen)     CAT-Seg (Cho et al.)
-``hyperclip``    block Möbius scaling ``W' = log0(S ⊗_c exp0(W))`` row-wise, for Q, K and V    HyperCLIP (Peng et al.)
-``rotation``     block Cayley rotation ``W' = log0(R · exp0(W))`` (no scaling)                 HyRo ablation
-``hyro``         scaling then rotation ``W' = log0(R · (S ⊗_c exp0(W)))``                      HyRo (Truong et al.)
-``hclip``        block-orthogonal ``W_{q,k,v} R``, ``R_o W_o`` from one shared, mixed tensor   H-CLIP (Peng et al.)
-===============  ==========================================================================  =======================
+``hyperclip``    block Möbius scaling ``W' = log0(S ⊗_c exp0(W))`` row-wise, for Q, K and V   HyperCLIP (Peng et al.)
+``rotation``     block Cayley rotation ``W' = log0(R · exp0(W))`` (no scaling)                HyRo ablation
+``hyro``         scaling then rotation ``W' = log0(R · (S ⊗_c exp0(W)))``                     HyRo (Truong et al.)
+``hclip``        block-orthogonal ``W_{q,k,v} R``, ``R_o W_o`` from one shared, mixed tensor  H-CLIP (Peng et al.)
+===============  ===========================================================================  =======================
 
 ``frozen`` is the "neither radius nor rotation" row of HyRo's 2×2 ablation (only the decoder
 trains).  It is *not* CAT-Seg's ``attention`` mode, which fine-tunes 20,447,232 numbers of CLIP on

@@ -106,7 +106,9 @@ _EVAL_SECONDS_ONE_CORE = 5.4
 class PretrainConfig:
     """Everything that determines the pretrained tiny CLIP (hashed into the cache key).
 
-    model : keyword arguments of :class:`open_clip.CLIP` (default
+    Attributes
+    ----------
+    model : keyword arguments of ``open_clip.CLIP`` (default
         :data:`~hyro_edu.clip.tiny.TINY_CLIP_CONFIG`).
     world : keyword arguments of :class:`~hyro_edu.data.toyworld.ToyWorld` (default ``{}``).
     steps : optimiser steps, >= 1 (default 900).
@@ -153,7 +155,7 @@ class PretrainConfig:
         return json.loads(json.dumps(asdict(self)))
 
     def key(self) -> str:
-        """16 hex digits of the SHA-256 of the config and :data:`FORMAT_VERSION`."""
+        """16 hex digits of the SHA-256 of the config and ``FORMAT_VERSION``."""
         payload = {"format": FORMAT_VERSION, "config": self.to_dict()}
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,4 +1,4 @@
-"""The tiny CLIP: open_clip's own :class:`open_clip.CLIP` class in a configuration small enough for a CPU.
+"""The tiny CLIP: open_clip's own ``open_clip.CLIP`` class in a configuration small enough for a CPU.
 
 It is what the book runs in ``cpu-small`` mode (:func:`hyro_edu.clip.weights.select_mode`), with
 weights pretrained on the toy world by :mod:`hyro_edu.clip.pretraining` (tag ``"toyworld"``).
@@ -16,7 +16,7 @@ __all__ = ["TINY_CLIP_NAME", "TINY_PRETRAINED", "TINY_CLIP_CONFIG", "build_tiny_
 TINY_CLIP_NAME = "hyro-tiny"
 TINY_PRETRAINED = "toyworld"
 
-#: The tiny CLIP: keyword arguments of :class:`open_clip.CLIP`.  A ViT with 8×8 patches on
+#: The tiny CLIP: keyword arguments of ``open_clip.CLIP``.  A ViT with 8×8 patches on
 #: 64×64 images (an 8×8 grid, like ViT-B/16's 24×24 at 384 px in miniature), 4 blocks of
 #: width 64 (2 heads of 32) in each tower, a 64-d joint embedding, captions of up to 24
 #: tokens.  Most of its 3.4 M parameters sit in the 49,408-token embedding table that
@@ -35,7 +35,7 @@ TINY_CLIP_CONFIG: dict = {
 
 
 def build_tiny_clip(config: Optional[dict] = None, *, seed: Optional[int] = None) -> open_clip.CLIP:
-    """A randomly initialised :class:`open_clip.CLIP` with :data:`TINY_CLIP_CONFIG` (or ``config``).
+    """A randomly initialised ``open_clip.CLIP`` with :data:`TINY_CLIP_CONFIG` (or ``config``).
 
     ``seed`` (optional) fixes the initialisation.
     """

@@ -1,11 +1,11 @@
-r"""Which CLIP a run uses and where its weights come from: :func:`load_clip` by name and tag.
+r"""Which CLIP a run uses and where its weights come from: :func:`~hyro_edu.clip.weights.load_clip` by name and tag.
 
-Models are chosen by **name and pretrained tag** (:func:`load_clip`).  The
+Models are chosen by **name and pretrained tag** (:func:`~hyro_edu.clip.weights.load_clip`).  The
 GPU default is ``ViT-B-16`` with ``openai`` weights, fetched by open_clip's
 own mechanism into ``hyro_edu.core.paths.cache_dir() / "open_clip"``
-(``$HYRO_EDU_CACHE``); when they cannot be had, :class:`WeightsUnavailableError`
+(``$HYRO_EDU_CACHE``); when they cannot be had, :class:`~hyro_edu.clip.weights.WeightsUnavailableError`
 names the tag and says how to provide the file.  On a CPU the book runs
-``hyro-tiny`` (:data:`TINY_CLIP_NAME`): open_clip's own :class:`open_clip.CLIP`
+``hyro-tiny`` (:data:`~hyro_edu.clip.tiny.TINY_CLIP_NAME`): open_clip's own ``open_clip.CLIP``
 class with a small configuration, pretrained on the toy world by
 :mod:`hyro_edu.clip.pretraining` (tag ``"toyworld"``).  :func:`select_mode`
 says which of the two a notebook runs.
@@ -57,7 +57,7 @@ class WeightsUnavailableError(FileNotFoundError):
 class RunMode:
     """What a notebook runs: ``"cpu-small"`` (tiny CLIP, toy world) or ``"gpu-full"`` (ViT-B/16).
 
-    ``model_name`` and ``pretrained`` are the arguments for :func:`load_clip`;
+    ``model_name`` and ``pretrained`` are the arguments for :func:`~hyro_edu.clip.weights.load_clip`;
     ``reason`` says why this mode was chosen.
     """
 
@@ -220,12 +220,12 @@ def load_clip(
     cache_dir: Optional[Union[str, Path]] = None,
     allow_download: Optional[bool] = None,
 ) -> "ClipBackbone":
-    """Build a :class:`ClipBackbone` for an open_clip model name and pretrained tag.
+    """Build a :class:`~hyro_edu.clip.backbone.ClipBackbone` for an open_clip model name and pretrained tag.
 
     Parameters
     ----------
     model_name : an open_clip ViT architecture (``open_clip.list_models()``, e.g.
-        ``"ViT-B-16"``) or :data:`TINY_CLIP_NAME` (``"hyro-tiny"``).
+        ``"ViT-B-16"``) or :data:`~hyro_edu.clip.tiny.TINY_CLIP_NAME` (``"hyro-tiny"``).
     pretrained : ``None`` (random initialisation), a tag known to open_clip for
         ``model_name`` (e.g. ``"openai"``), a path to a weights file, or for the
         tiny model ``"toyworld"`` (the cached toy-world pretraining; trained on

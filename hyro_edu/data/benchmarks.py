@@ -16,17 +16,17 @@ A benchmark counts as prepared only when ``.prepared.json`` exists: the preparat
 every label, the class list and the manifest are on disk, so an interrupted run never looks complete.
 :class:`SegmentationBenchmark` checks the marker and, if it is missing, says which command to run.
 
-=====================  ==========  =======  ============  =============================================
-benchmark (key)        classes     ignore   label file    label encoding of the prepared layout
-=====================  ==========  =======  ============  =============================================
-``coco_stuff``         171         255      uint8 PNG     stuffthingmap ids 0-181 minus 11 unused -> 0-170
-``ade20k_150``         150         255      uint8 PNG     ADEChallenge label - 1 (0 "other" -> 255)
-``ade20k_847``         847         65535    uint16 TIFF   (R // 10) * 256 + G of ``_seg.png`` -> 847 ids
-``pascal_context_59``  59          255      uint8 PNG     459-id mask, 59 ids -> 0-58, rest -> 255
-``pascal_context_459`` 459         459      uint16 TIFF   LabelMap - 1
-``voc20``              20          255      uint8 PNG     SegmentationClassAug 1-20 -> 0-19, 0 -> 255
-``voc20b``             21          255      uint8 PNG     as voc20 but background 0 -> 20
-=====================  ==========  =======  ============  =============================================
+======================  ==========  =======  ============  =============================================
+benchmark (key)         classes     ignore   label file    label encoding of the prepared layout
+======================  ==========  =======  ============  =============================================
+``coco_stuff``          171         255      uint8 PNG     stuffthingmap ids 0-181 minus 11 unused -> 0-170
+``ade20k_150``          150         255      uint8 PNG     ADEChallenge label - 1 (0 "other" -> 255)
+``ade20k_847``          847         65535    uint16 TIFF   (R // 10) * 256 + G of ``_seg.png`` -> 847 ids
+``pascal_context_59``   59          255      uint8 PNG     459-id mask, 59 ids -> 0-58, rest -> 255
+``pascal_context_459``  459         459      uint16 TIFF   LabelMap - 1
+``voc20``               20          255      uint8 PNG     SegmentationClassAug 1-20 -> 0-19, 0 -> 255
+``voc20b``              21          255      uint8 PNG     as voc20 but background 0 -> 20
+======================  ==========  =======  ============  =============================================
 
 Class names are never hard-coded here. ``classes.json`` holds two lists:
 

@@ -283,7 +283,7 @@ class ToyWorld:
         return next(fam for fam, shapes in FAMILIES.items() if shape in shapes)
 
     def node_of(self, k: int) -> int:
-        """Index of class ``k``'s leaf in :attr:`taxonomy`."""
+        """Index of class ``k``'s leaf in ``taxonomy``."""
         return self.taxonomy.names.index(self.class_names[self._class(k)])
 
     def class_subset(self, classes: Union[str, Sequence[int]]) -> tuple[int, ...]:

@@ -33,7 +33,7 @@ Conventions: tensors have order :math:`p \ge 3` and shape ``(n1, n2, n3, ..., np
 rows, mode 2 columns, modes ``>= 3`` are the *tube* modes.  There are no batch dimensions.  Mode
 products follow Kolda & Bader:
 :math:`(\mathcal A\times_k M)(\dots, i_k, \dots) = \sum_j M_{i_k j}\,\mathcal A(\dots, j, \dots)`;
-the DFT matrix is :math:`F_{kj} = e^{-2\pi i kj/n}` (unnormalised, as :func:`torch.fft.fft`).
+the DFT matrix is :math:`F_{kj} = e^{-2\pi i kj/n}` (unnormalised, as ``torch.fft.fft``).
 Real tensors go through the real FFT (``rfftn``), whose half spectrum
 holds every face the product needs (conjugate symmetry); the result is real.  Half-precision
 inputs are computed in float32.

@@ -424,6 +424,8 @@ def fit_cones(
 class ConeMetrics:
     """How well cones reproduce a partial order.
 
+    Attributes
+    ----------
     recall : fraction of the given entailed pairs whose child lies in the parent's cone.
     false_positive_rate : fraction of the non-entailed pairs ``(u, v)`` with ``v`` in ``u``'s cone.
     precision : entailed pairs among all pairs predicted as entailed (given positives and all

@@ -252,6 +252,8 @@ class OpenVocabSegmenter(nn.Module):
     clip_resolution : resize the images to this side before CLIP (CAT-Seg's ``clip_resolution``:
         336 for ViT-L/14@336); ``None`` (default) feeds them at their own size.
 
+    Notes
+    -----
     Forward: float ``images (B, 3, H, W)`` normalised with the backbone's mean/std, ``H`` and
     ``W`` multiples of the patch size (or any size with ``clip_resolution``), and
     ``class_names`` (T strings) -> logits ``(B, T, 4h, 4w)`` with ``(h, w)`` the patch grid CLIP
@@ -293,7 +295,7 @@ class OpenVocabSegmenter(nn.Module):
 
     @property
     def template(self) -> str:
-        """The template when there is one (``P = 1``); see :attr:`templates` for all of them."""
+        """The template when there is one (``P = 1``); see ``templates`` for all of them."""
         if len(self.templates) != 1:
             raise AttributeError(
                 f"this segmenter has P = {len(self.templates)} templates: use .templates"

@@ -151,8 +151,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 class InterruptGuard:
     """Context manager that turns SIGINT/SIGTERM into a request to stop after the current step.
 
-    While :attr:`deferring` is true (the training loop runs), the first signal only records
-    itself in :attr:`received`; the loop checks it after every step.  Otherwise, and for a second
+    While ``deferring`` is true (the training loop runs), the first signal only records
+    itself in ``received``; the loop checks it after every step.  Otherwise, and for a second
     signal, the handler raises :class:`TrainingInterrupted` at once.  The previous handlers are
     restored on exit.  Outside the main thread (signals cannot be caught there) it does nothing;
     a SIGINT that the process ignores (``nohup``, a background job) stays ignored.

@@ -45,7 +45,7 @@ Properties (tested in ``tests/test_catseg.py``):
 * **linear attention** equals its quadratic form with the kernel ``elu(x) + 1``;
 * **size** -- 2,308,961 trainable parameters in the aggregator and 2,359,680 in the two
   transposed convolutions that upsample the intermediate features, for ViT-B/16
-  (:data:`REFERENCE_PARAMETER_COUNTS`, :meth:`CATSegDecoder.parameter_groups`).
+  (:data:`REFERENCE_PARAMETER_COUNTS`, :meth:`~hyro_edu.segmentation.catseg.decoder.CATSegDecoder.parameter_groups`).
 
 **Paper versus code (switch ``guidance_order``).**  CAT-Seg's paper :cite:`cho2024catseg` feeds
 layer 8 to the 48×48 stage and layer 4 to the 96×96 stage; the official code does the opposite:

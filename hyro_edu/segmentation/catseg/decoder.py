@@ -136,11 +136,13 @@ class CATSegDecoder(nn.Module):
     ``appearance_guidance`` ``Conv3×3(D → g_a) + ReLU`` on the dense features;
     ``decoder_guidance`` ``Conv3×3(g_i → g'_i) + ReLU`` after each upsampler; ``text_guidance``
     ``Linear(D → g_t) + ReLU`` on the L2-normalised mean over prompts; ``layers`` the
-    :class:`AggregatorLayer` s; ``up1``, ``up2`` the :class:`UpBlock` s; ``head``
+    :class:`~hyro_edu.segmentation.catseg.layers.AggregatorLayer` s; ``up1``, ``up2`` the :class:`~hyro_edu.segmentation.catseg.layers.UpBlock` s; ``head``
     ``Conv3×3(decoder_dims[1] → 1)``.
 
-    Parameters (keyword-only; defaults are the official ViT-B/16 values)
-    ----------------------------------------------------------------------
+    The parameters are keyword-only; their defaults are the official ViT-B/16 values.
+
+    Parameters
+    ----------
     embed_dim : D, the joint embedding size of ``image_features`` and ``text_features`` (512).
     vision_width : C_vis, the width of the intermediate CLIP features (768).
     prompt_channels : P, the prompt templates per class (1).
@@ -158,6 +160,8 @@ class CATSegDecoder(nn.Module):
     intermediate_layers : informative only: the vision-block indices ``(shallow, deep)`` whose
         outputs the caller passes ((3, 7) for ViT-B/16, (7, 15) for ViT-L/14; ``None`` if unknown).
 
+    Notes
+    -----
     Forward: ``image_features (B, D, H, W)``, ``text_features (B or 1, T, P, D)``,
     ``shallow (B, C_vis, H, W)``, ``deep (B, C_vis, H, W)`` -> logits ``(B, T, 4H, 4W)``.
     ``H`` and ``W`` must be multiples of the window (or at most the window) and at least the

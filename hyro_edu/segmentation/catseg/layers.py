@@ -84,7 +84,7 @@ class SwinBlock(nn.Module):
         x \leftarrow x + \mathrm{MLP}(\mathrm{LN}_2(x)),
 
     ``WA`` the :class:`WindowAttention` on ``window × window`` tiles, ``roll`` a cyclic shift by
-    ``(-shift, -shift)`` (identity for ``shift = 0``) with the :func:`shifted_window_mask`, MLP
+    ``(-shift, -shift)`` (identity for ``shift = 0``) with the :func:`~hyro_edu.segmentation.catseg.functional.shifted_window_mask`, MLP
     ``dim → mlp_ratio·dim → dim`` with GELU.  Properties: tokens only mix within their (shifted)
     window; every other operation acts per token.  If ``min(H, W) <= window_size`` the whole grid
     is one window and there is no shift (Swin's rule).
@@ -157,7 +157,7 @@ class ClassAttention(nn.Module):
 
     No positional encoding and no output projection (as the official code).  ``padding``, if
     given, is ``(token (dim,), guidance (guidance_dim,) or None, count)``: one more key/value pair
-    from ``[token; guidance]``, counted ``count`` times (:func:`linear_attention`'s multiplicity),
+    from ``[token; guidance]``, counted ``count`` times (:func:`~hyro_edu.segmentation.catseg.functional.linear_attention`'s multiplicity),
     which equals appending ``count`` copies of the padding token to the sequence as keys and
     values.  No query is computed for the padding (the official code discards those outputs).
     Shapes: ``x (N, L, dim)``, ``guidance (N, L, guidance_dim)`` or ``None`` -> ``(N, L, dim)``.

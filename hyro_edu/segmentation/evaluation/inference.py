@@ -41,7 +41,11 @@ __all__ = [
     "scatter_classes",
 ]
 
-#: The model interface: ``model(images (N, 3, k, k) float 0-255, classes) -> logits (N, T, h, w)``.
+#: The model interface: ``model(images (N, 3, k, k) float 0-255, classes) -> logits (N, T, h, w)``,
+#: i.e. ``Callable[[Tensor, Any], Tensor]`` (kept out of the API pages: autodoc would print the
+#: alias with ``typing`` names it cannot link offline).
+#:
+#: :meta private:
 Model = Callable[[torch.Tensor, Any], torch.Tensor]
 
 #: The two views of :func:`whole_image_inference`: CAT-Seg's padded canvas, or a plain resize.
@@ -210,7 +214,7 @@ def sliding_window_inference(
         activation: ``"sigmoid"`` (CAT-Seg) or ``None`` to fold raw logits.
 
     Returns:
-        Scores of shape (B, T, *output_size), or (T, *output_size) for an unbatched ``image``.
+        Scores of shape ``(B, T, *output_size)``, or ``(T, *output_size)`` for an unbatched ``image``.
     """
     kernel = _checks.integer(kernel, "kernel")
     if isinstance(overlap, bool) or not isinstance(overlap, Real) or not 0 <= overlap < 1:
@@ -334,7 +338,7 @@ def whole_image_inference(
     last :math:`p/(W + p)` shows the scores of the padding (likewise for the rows).
 
     Shapes and ``activation`` as in :func:`sliding_window_inference` (``image`` (3, H, W) or
-    (B, 3, H, W), 0-255 values; result (B, T, *output_size) or (T, *output_size)).
+    (B, 3, H, W), 0-255 values; result ``(B, T, *output_size)`` or ``(T, *output_size)``).
     """
     input_size = _checks.integer(input_size, "input_size")
     _check_activation(activation)

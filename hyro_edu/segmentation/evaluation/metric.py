@@ -191,9 +191,9 @@ def evaluate(
     samples ``{"image": (3, H, W) uint8, "label": (H, W)}`` and the attributes ``num_classes``,
     ``ignore_index``, ``eval_class_names`` and ``collapse_background_at``). ``classes`` defaults
     to ``dataset.eval_class_names`` and is passed to ``model`` unchanged. Each image is resized
-    (shortest edge 640), scored at its original size with :func:`sliding_window_inference` (the
+    (shortest edge 640), scored at its original size with :func:`~hyro_edu.segmentation.evaluation.inference.sliding_window_inference` (the
     final evaluation, ``eval.sh``) or, if ``sliding_window`` is False, with
-    :func:`whole_image_inference` in ``whole_image_mode`` (default ``"official"``: the in-training
+    :func:`~hyro_edu.segmentation.evaluation.inference.whole_image_inference` in ``whole_image_mode`` (default ``"official"``: the in-training
     validation of the official code), and its arg-max (collapsed for PAS-20b) is accumulated in
     :class:`MeanIoU` with ``average`` (default ``"gt_present"``, detectron2 main as the official
     requirements install it; ``"union_present"`` for detectron2 v0.6).

@@ -26,17 +26,17 @@ products on Ampere and newer GPUs; no effect on a CPU).
 
 Two presets fill every value a config leaves unset (``None``):
 
-==========================  ==============================  ==================================
-value                       ``paper`` (HyRo paper)          ``official`` (released code)
-==========================  ==============================  ==================================
-curvature ``c`` text/vision 0.01 / 0.01                       1.0 / 0.01
-block of S (hyro)           256                               128
-block of R                  256                               256
-batch × iterations          8 × 40,000                        4 × 80,000
-adapter lr                  2e-4 ("hyperbolic lr")            2e-4 × mode multiplier
-CLIP-weight lr (attention)  1e-6                              2e-4 × 0.01 = 2e-6
-loss                        ``ce`` (softmax CE)               ``bce`` (CAT-Seg's BCE)
-==========================  ==============================  ==================================
+===========================  ==============================  ==================================
+value                        ``paper`` (HyRo paper)          ``official`` (released code)
+===========================  ==============================  ==================================
+curvature ``c`` text/vision  0.01 / 0.01                     1.0 / 0.01
+block of S (hyro)            256                             128
+block of R                   256                             256
+batch × iterations           8 × 40,000                      4 × 80,000
+adapter lr                   2e-4 ("hyperbolic lr")          2e-4 × mode multiplier
+CLIP-weight lr (attention)   1e-6                            2e-4 × 0.01 = 2e-6
+loss                         ``ce`` (softmax CE)             ``bce`` (CAT-Seg's BCE)
+===========================  ==============================  ==================================
 
 The official multipliers are per released config: CAT-Seg 0.01, HyperCLIP 0.075, HyRo 0.025
 (also used for ``rotation``, HyRo's ablation), H-CLIP 0.01; ``frozen`` trains nothing inside CLIP,

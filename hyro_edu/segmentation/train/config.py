@@ -112,6 +112,8 @@ def _patch_size(model: str) -> Optional[int]:
 class SegTrainConfig(TrainConfig):
     """Everything that determines a training run.  ``None`` means "take it from ``preset``".
 
+    Attributes
+    ----------
     name : run directory under ``$HYRO_EDU_CHECKPOINTS`` (letters, digits, ``-_.``).
     preset : ``"paper"`` or ``"official"`` (see :mod:`hyro_edu.segmentation.train`).
     mode : one of :data:`hyro_edu.clip.finetune.MODES`.

@@ -171,7 +171,7 @@ class SegmentationTask(L.LightningModule):
 
 
 class SegmentationDataModule(L.LightningDataModule):
-    """The training loader: :class:`ResumableSampler` from ``global_step × batch_size`` on, so a
+    """The training loader: :class:`~hyro_edu.segmentation.train.data.ResumableSampler` from ``global_step × batch_size`` on, so a
     resumed run reads the batches the uninterrupted run reads."""
 
     def __init__(self, data: Dataset, config: SegTrainConfig):
