@@ -9,18 +9,27 @@ current environment (``--nbval-current-env`` in ``pyproject.toml``), started
 in the chapter's folder as Jupyter Book does.  The sources store no outputs, so
 nbval checks that every cell runs; the chapters' hidden ``assert`` cells
 check the maths.  ``pytest book/01_why_hyperbolic.md`` runs one chapter.
+
+A chapter whose every cell ran and passed is stored, with the outputs its cells
+produced, in the book's execution cache (``_build/.jupyter_cache``, jupyter-cache,
+keyed by the code cells as myst-nb reads them), when myst-nb is installed (the
+``book`` extra, which the ``test`` extra includes).  ``jupyter-book build .`` then
+takes those outputs instead of executing the chapter a second time: in CI the book
+build after the tests executes nothing.  ``HYRO_EDU_NBVAL_CACHE=0`` turns this off.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 NOTEBOOK_DIRS = ("book", "notebooks")
+EXECUTION_CACHE = Path("_build") / ".jupyter_cache"  # where `jupyter-book build .` looks (relative to the root)
 
 
 def pytest_configure(config):
@@ -77,12 +86,64 @@ def _myst_notebook_class():
             jupytext.write(jupytext.read(self.path), converted, fmt="ipynb")
             self.nb = nbformat.read(converted, as_version=4)
             code_cells = [cell for cell in self.nb.cells if cell.cell_type == "code"]
+            self.cell_items = []
+            self.cells_failed = False
             for number, cell in enumerate(code_cells):
                 options = defaultdict(bool, find_metadata_tags(cell.metadata))
                 options.update(dict(find_comment_markers(cell.source)))
                 # No outputs are stored in the sources, so there is nothing to compare.
                 options["check"] = False
-                yield IPyNbCell.from_parent(self, name=f"Cell {number}", cell_num=number, cell=cell, options=options)
+                item = IPyNbCell.from_parent(self, name=f"Cell {number}", cell_num=number, cell=cell, options=options)
+                self.cell_items.append(item)
+                yield item
+
+        def setup(self):
+            self.started = time.perf_counter()
+            super().setup()
+
+        def teardown(self):
+            try:
+                if not self.cells_failed and all(item.test_outputs is not None for item in self.cell_items):
+                    _store_executed(self.path, self.config.rootpath, [item.test_outputs for item in self.cell_items],
+                                    seconds=time.perf_counter() - self.started)
+            finally:
+                super().teardown()
 
     _CLASS = MystNotebook
     return _CLASS
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    parent = getattr(item, "parent", None)
+    if report.failed and hasattr(parent, "cells_failed"):
+        parent.cells_failed = True  # a chapter with a failed cell is never cached
+
+
+def _store_executed(md_path: Path, root: Path, outputs: list, *, seconds: float) -> None:
+    """Put a chapter that nbval ran completely into the book's execution cache (see the module docstring)."""
+    if os.environ.get("HYRO_EDU_NBVAL_CACHE", "1").strip() == "0":
+        return
+    try:
+        import nbformat
+        from jupyter_cache import get_cache
+        from jupyter_cache.base import CacheBundleIn
+        from myst_nb.core.read import read_myst_markdown_notebook
+    except ImportError:  # the test extra without the book extra: nothing to fill
+        return
+    nb = read_myst_markdown_notebook(md_path.read_text(encoding="utf-8"), add_source_map=True, path=md_path)
+    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    if len(code_cells) != len(outputs):  # myst-nb and jupytext disagree on the cells: let the build execute
+        return
+    for count, (cell, outs) in enumerate(zip(code_cells, outputs), start=1):
+        cell.execution_count = count
+        cell.outputs = [nbformat.from_dict(dict(out)) for out in outs]
+        for out in cell.outputs:
+            if out.get("output_type") == "execute_result":
+                out["execution_count"] = count
+    cache = get_cache(str(root / EXECUTION_CACHE))
+    cache.cache_notebook_bundle(
+        CacheBundleIn(nb, str(md_path), data={"execution_seconds": seconds}), check_validity=True, overwrite=True
+    )
