@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 import torch
@@ -11,6 +12,14 @@ from hypothesis import HealthCheck, settings
 # (100x slower measured) whenever another process holds a core.  1 is also the safe value:
 # torch.set_num_threads(k >= 2) breaks batched CPU LU in torch 2.14 (see hyro_edu.geometry.cayley.solve).
 torch.set_num_threads(1)
+
+# A test run started in the background of a non-interactive shell (`.ci/run &`, `nohup`) inherits
+# SIGINT ignored, and the trainers rightly leave an ignored signal alone (hyro_edu.training.runs),
+# so the interruption tests would test the launcher instead of the trainer.  They need Python's
+# usual Ctrl-C behaviour, in this process and in the training processes it starts (an ignored
+# signal stays ignored across exec; a Python handler becomes the default again).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Hypothesis: enough examples to find edge cases, bounded for a 2-core CI.
 settings.register_profile(
