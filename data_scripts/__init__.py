@@ -1,4 +1,4 @@
-"""Download and prepare the open-vocabulary segmentation benchmarks for :mod:`hyro_edu.data.benchmarks`.
+"""Download and prepare the open-vocabulary benchmarks (:mod:`hyro_edu.data.benchmarks`) and HVSA's datasets.
 
 Entry point (from the repository root)::
 
@@ -10,4 +10,7 @@ one module per dataset family (:mod:`.coco_stuff`, :mod:`.ade20k`, :mod:`.pascal
 :mod:`.voc`), :mod:`.vocabularies` (CAT-Seg's evaluation name lists, pinned and checksummed),
 :mod:`.prepare` (the command line) and :mod:`.fixtures` (miniature raw datasets in
 the real on-disk formats, for tests and for trying the pipeline without downloading).
+HVSA's datasets (read by :mod:`hyro_edu.data.hierarchical_datasets`): :mod:`.hvsa_common`,
+:mod:`.imclef07`, :mod:`.cityscapes`, :mod:`.human_parsing`, :mod:`.tiered_imagenet` and
+:mod:`.hvsa_fixtures`.
 """

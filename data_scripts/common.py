@@ -64,9 +64,12 @@ class Context:
     workers: int = 1
     coco_stuff_splits: tuple[str, ...] = ("train", "val")
     log: Callable[[str], None] = field(default=print)
+    imagenet_root: Optional[Path] = None  # tieredImageNet-H: an ILSVRC-2012 folder with train/ and val/
 
     def __post_init__(self):
         self.root = Path(self.root).expanduser()
+        if self.imagenet_root is not None:
+            self.imagenet_root = Path(self.imagenet_root).expanduser()
 
     @property
     def downloads(self) -> Path:

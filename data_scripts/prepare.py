@@ -12,6 +12,11 @@ after an interruption (run the same command again); archives that need a registr
 full) are reported with the steps and the expected file name. ``--dry-run`` only lists the state
 of every file (``--probe`` also asks the servers for the sizes) and exits with status 1 if
 something is missing. Exit status 1 also reports a failed step, whose message says what to do.
+
+HVSA's datasets (:mod:`hyro_edu.data.hierarchical_datasets`) are prepared by the same command:
+``--datasets imclef07a imclef07d cityscapes lip pascal_person_part tiered_imagenet_h`` (the last
+with ``--imagenet-root DIR``), or ``hvsa`` for all six.
+``all`` still means the seven open-vocabulary benchmarks.
 """
 from __future__ import annotations
 
@@ -21,34 +26,72 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from hyro_edu.data import benchmarks as sd
+from hyro_edu.data import hierarchical_datasets as hd
 from hyro_edu.core.paths import data_root
 
 from .ade20k import ADE150, ADE847
+from .cityscapes import Cityscapes
 from .coco_stuff import CocoStuff
 from .common import Context, Preparer, download_status, run
 from .download import DataPreparationError, human_size, probe_size
+from .human_parsing import LIP, PascalPersonPart
+from .hvsa_common import HierarchicalPreparer, run_hierarchical
+from .imclef07 import ImCLEF07A, ImCLEF07D
 from .pascal_context import PC59, PC459
+from .tiered_imagenet import TieredImageNetH
 from .voc import VOC20, VOC20b
 
-__all__ = ["PREPARERS", "resolve_names", "build_parser", "prepare", "dry_run", "main"]
+__all__ = ["PREPARERS", "HVSA_PREPARERS", "GROUPS", "resolve_names", "build_parser", "prepare", "dry_run", "main"]
 
+#: The seven open-vocabulary segmentation benchmarks (``all``).
 PREPARERS: dict[str, Preparer] = {
     p.key: p for p in (CocoStuff(), ADE150(), ADE847(), PC59(), PC459(), VOC20(), VOC20b())
 }
+#: HVSA's datasets (``hvsa``), read by :mod:`hyro_edu.data.hierarchical_datasets`.
+HVSA_PREPARERS: dict[str, HierarchicalPreparer] = {
+    p.key: p for p in (ImCLEF07A(), ImCLEF07D(), Cityscapes(), LIP(), PascalPersonPart(), TieredImageNetH())
+}
+#: Group names accepted by ``--datasets``.
+GROUPS = {"all": tuple(PREPARERS), "hvsa": tuple(HVSA_PREPARERS)}
+
+
+def _known() -> list[str]:
+    return [*PREPARERS, *HVSA_PREPARERS]
 
 
 def resolve_names(datasets: Sequence[str]) -> list[str]:
-    """The benchmark keys ``datasets`` names, ``"all"`` expanded, duplicates dropped, in order; ``ValueError`` if unknown."""
+    """The dataset keys ``datasets`` names, groups (``all``, ``hvsa``) expanded, duplicates dropped, in order.
+
+    ``ValueError`` if a name is unknown.
+    """
     names: list[str] = []
     for name in datasets:
-        for n in PREPARERS if name == "all" else [name]:
-            if n not in PREPARERS:
-                raise ValueError(f"datasets must be among {sorted(PREPARERS)} or 'all', got {name!r}")
+        for n in GROUPS.get(name, [name]):
+            if n not in PREPARERS and n not in HVSA_PREPARERS:
+                raise ValueError(f"datasets must be among {_known()} or 'all' (the seven benchmarks) or "
+                                 f"'hvsa' (HVSA's datasets), got {name!r}")
             if n not in names:
                 names.append(n)
     if not names:
-        raise ValueError(f"datasets must name at least one of {sorted(PREPARERS)} or 'all'")
+        raise ValueError(f"datasets must name at least one of {_known()} or 'all' or 'hvsa'")
     return names
+
+
+def _describe(name: str, ctx: Context) -> tuple[str, Optional[dict], object]:
+    """``(title, completion marker or None, preparer)`` of a benchmark or an HVSA dataset."""
+    if name in HVSA_PREPARERS:
+        info, preparer = hd.dataset_info(name), HVSA_PREPARERS[name]
+        title = info.title + (f", {info.num_classes} classes" if info.num_classes else "")
+        check, error = hd.check_prepared, hd.DatasetNotPreparedError
+    else:
+        info, preparer = sd.benchmark_info(name), PREPARERS[name]
+        title = f"{info.title}, {info.num_classes} classes"
+        check, error = sd.check_prepared, sd.DatasetNotPreparedError
+    try:
+        marker = check(name, root=ctx.root)
+    except error:
+        marker = None
+    return title, marker, preparer
 
 
 def _context(root, **kwargs) -> Context:
@@ -71,17 +114,13 @@ def dry_run(datasets: Sequence[str], root=None, *, probe: bool = False, log: Cal
     missing = manual = 0
     seen: set[str] = set()
     for name in names:
-        info = sd.benchmark_info(name)
-        preparer = PREPARERS[name]
-        try:
-            marker = sd.check_prepared(name, root=ctx.root)
-            if set(preparer.splits(ctx)) <= set(marker["splits"]):
-                counts = ", ".join(f"{s}: {n} images" for s, n in marker["splits"].items())
-                log(f"{name} ({info.title}, {info.num_classes} classes): prepared ({counts})")
-                continue
-        except sd.DatasetNotPreparedError:
-            pass
-        log(f"{name} ({info.title}, {info.num_classes} classes): not prepared")
+        title, marker, preparer = _describe(name, ctx)
+        if marker is not None and set(preparer.splits(ctx)) <= set(marker["splits"]):
+            unit = " images" if name in PREPARERS else ""
+            counts = ", ".join(f"{s}: {n}{unit}" for s, n in marker["splits"].items())
+            log(f"{name} ({title}): prepared ({counts})")
+            continue
+        log(f"{name} ({title}): not prepared")
         for d in preparer.downloads(ctx):
             present, text = download_status(d, ctx)
             repeat = " (also needed above)" if d.filename in seen else ""
@@ -93,6 +132,10 @@ def dry_run(datasets: Sequence[str], root=None, *, probe: bool = False, log: Cal
                     text += f" [server: {human_size(size)}]"
             seen.add(d.filename)
             log(f"  [{'ok' if present else 'missing'}] {d.filename}{repeat}: {text}")
+        for step in preparer.manual_steps(ctx) if name in HVSA_PREPARERS else ():
+            missing += 1
+            manual += 1
+            log(f"  [missing] {step}")
     if missing:
         log(f"{missing} file(s) missing ({manual} need a manual step). Run without --dry-run to download and prepare.")
     else:
@@ -102,7 +145,7 @@ def dry_run(datasets: Sequence[str], root=None, *, probe: bool = False, log: Cal
 
 def prepare(datasets: Sequence[str], root=None, *, force: bool = False, log: Callable[[str], None] = print,
             **options) -> list[Path]:
-    """Download and prepare ``datasets`` under ``root``; return the completion markers written.
+    """Download and prepare ``datasets`` (benchmarks or HVSA datasets) under ``root``; return the markers written.
 
     ``options``: ``mirror`` (a base URL tried first for every file), ``download`` (False: use only
     files already in ``<root>/downloads``), ``verify_checksums``, ``progress``, ``workers``,
@@ -114,7 +157,10 @@ def prepare(datasets: Sequence[str], root=None, *, force: bool = False, log: Cal
     written, failed = [], []
     for name in names:
         try:
-            marker = run(PREPARERS[name], ctx, force=force)
+            if name in HVSA_PREPARERS:
+                marker = run_hierarchical(HVSA_PREPARERS[name], ctx, force=force)
+            else:
+                marker = run(PREPARERS[name], ctx, force=force)
         except DataPreparationError as exc:
             log(f"{name}: FAILED: {exc}")
             failed.append(f"{name}: {exc}")
@@ -132,10 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m data_scripts.prepare`` (the appendix checks its commands against it)."""
     p = argparse.ArgumentParser(
         prog="python -m data_scripts.prepare",
-        description="Download and prepare open-vocabulary segmentation benchmarks for hyro_edu.",
+        description="Download and prepare the open-vocabulary segmentation benchmarks and HVSA's datasets "
+                    "for hyro_edu.",
     )
     p.add_argument("--datasets", nargs="+", required=True, metavar="NAME",
-                   help=f"any of {', '.join(PREPARERS)}, or 'all'")
+                   help=f"any of {', '.join(_known())}; 'all' (the seven benchmarks) or 'hvsa' "
+                        f"({', '.join(HVSA_PREPARERS)})")
     p.add_argument("--root", default=None, help="data root (default: $HYRO_EDU_DATA or ~/hyro_edu_data)")
     p.add_argument("--dry-run", action="store_true", help="only list what is prepared, present or missing")
     p.add_argument("--probe", action="store_true", help="with --dry-run: ask the servers for the download sizes")
@@ -145,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-checksums", action="store_true", help="do not verify MD5 sums (for repacked archives)")
     p.add_argument("--coco-stuff-splits", nargs="+", default=["train", "val"], choices=["train", "val"])
     p.add_argument("--workers", type=int, default=1, help="processes for the conversion (default 1)")
+    p.add_argument("--imagenet-root", default=None,
+                   help="tiered_imagenet_h: an ILSVRC-2012 folder with train/<wnid>/ and val/")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -154,6 +204,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     options = dict(
         mirror=args.mirror, download=not args.no_download, verify_checksums=not args.skip_checksums,
         progress=not args.quiet, workers=args.workers, coco_stuff_splits=tuple(args.coco_stuff_splits),
+        imagenet_root=args.imagenet_root,
     )
     try:
         if args.dry_run:

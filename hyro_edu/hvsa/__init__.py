@@ -1,5 +1,21 @@
-"""HVSA, hyperbolic visual-semantic alignment (:cite:`hvsa`): planned (issue 15).
+"""HVSA, hyperbolic visual-semantic alignment for structural visual recognition (:cite:`hvsa`).
 
-Its design is to build on :mod:`hyro_edu.geometry.wrapped_normal` (the mixture prior),
-:mod:`hyro_edu.hierarchy` (entailment cones, hierarchical metrics) and :mod:`hyro_edu.training`.
+Labels are wrapped normals in the Poincaré ball, an image's prior is the uniform mixture of its
+labels' distributions (a Gaussian-mixture VAE), and entailment cones order the labels by the
+taxonomy.  Modules, bottom up: ``taxonomy`` (labels, paths, levels), ``latent`` (the two latent
+geometries), ``label_embedding`` (Eq. 4), ``visual_embedding`` (Eq. 5), ``sampling`` (Sec. 4.2),
+``classification`` (the classification loss), ``objective`` (Eqs. 7-14), ``head`` (the model).
 """
+from hyro_edu.core.lazy import lazy_submodules
+
+__all__ = [
+    "taxonomy",
+    "latent",
+    "label_embedding",
+    "visual_embedding",
+    "sampling",
+    "classification",
+    "objective",
+    "head",
+]
+__getattr__, __dir__ = lazy_submodules(__name__, __all__)
