@@ -178,12 +178,13 @@ def test_notebook_twins_pin_the_build_commit(tmp_path, monkeypatch):
 
     module = _twins_module()
     shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
-    for md in (CHAPTERS[0], *[p for p in NOTEBOOKS if p.parent.name == "notebooks"]):
+    sources = (CHAPTERS[0], *[p for p in NOTEBOOKS if p.parent.name == "notebooks"])
+    for md in sources:
         (tmp_path / md.parent.name).mkdir(exist_ok=True)
         shutil.copy(md, tmp_path / md.parent.name / md.name)
     monkeypatch.setenv("HYRO_EDU_BUILD_COMMIT", "abc123")
     written = module.write_twins(tmp_path)
-    assert len(written) == 2 and {p.parent.name for p in written} == {"book", "notebooks"}
+    assert len(written) == len(sources) and {p.parent.name for p in written} == {"book", "notebooks"}
     expected = f"hyro-edu @ git+{_repository_url()}@abc123"
     source_cell = _setup_cell(CHAPTERS[0]).split("\n", 2)[2]
     for twin in written:

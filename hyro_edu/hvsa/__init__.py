@@ -4,7 +4,9 @@ Labels are wrapped normals in the Poincaré ball, an image's prior is the unifor
 labels' distributions (a Gaussian-mixture VAE), and entailment cones order the labels by the
 taxonomy.  Modules, bottom up: ``taxonomy`` (labels, paths, levels), ``latent`` (the two latent
 geometries), ``label_embedding`` (Eq. 4), ``visual_embedding`` (Eq. 5), ``sampling`` (Sec. 4.2),
-``classification`` (the classification loss), ``objective`` (Eqs. 7-14), ``head`` (the model).
+``classification`` (the classification loss), ``objective`` (Eqs. 7-14), ``head`` (the model),
+``backbones`` (the feature extractors under the head) and ``train`` (the Lightning trainer, its
+configs and command line).
 """
 from hyro_edu.core.lazy import lazy_submodules
 
@@ -17,5 +19,7 @@ __all__ = [
     "classification",
     "objective",
     "head",
+    "backbones",
+    "train",
 ]
 __getattr__, __dir__ = lazy_submodules(__name__, __all__)

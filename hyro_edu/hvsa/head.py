@@ -142,18 +142,13 @@ class HVSAHead(torch.nn.Module):
         self.decoder = _objective.Decoder(
             n, recon_dim, hidden=decoder_hidden, c=self.c, geometry=self.geometry
         )
-        terms = _objective.metric_terms(self.taxonomy, hm_rule=hm_rule)
-        if isinstance(terms, tuple):
-            self.register_buffer("hm_positives", terms[0], persistent=False)
-            self.register_buffer("hm_negatives", terms[1], persistent=False)
-        else:
-            self.register_buffer("hm_triplets", terms, persistent=False)
+        # Index tensors of the pairs or triplets, kept on the CPU (not buffers): negatives are drawn
+        # with a CPU generator, and indexing the label points with them needs no device sync.
+        self.hm_terms = _objective.metric_terms(self.taxonomy, hm_rule=hm_rule)
 
     # ------------------------------------------------------------------
     def _hm_terms(self):
-        if self.hm_rule == "ganea":
-            return (self.hm_positives.cpu(), self.hm_negatives.cpu())
-        return self.hm_triplets.cpu()
+        return self.hm_terms
 
     def _targets(self, targets, pixel: bool, shape) -> torch.Tensor:
         """Label vectors ``(..., L)`` float from ``targets``."""

@@ -1,0 +1,68 @@
+"""``python -m hyro_edu.hvsa.train``: train, resume or load an HVSA run from a shell.
+
+Imports come in stages so that each answer comes as early as it can: ``--help`` needs only
+argparse; the config check (``parser.error``, exit status 2, for every bad key or value, a dataset
+that is not prepared, or a run directory of another config) needs torch but not Lightning; only
+training loads Lightning and the models.  Exit status 130 after SIGINT (Ctrl-C), 143 after
+SIGTERM, with "interrupted at step N; run the same command to resume" on stderr.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from hyro_edu.training.cli import config_parser, parse_or_exit, run_or_exit
+from hyro_edu.training.config import shipped_configs
+
+__all__ = ["main"]
+
+_DESCRIPTION = (
+    "Train HVSA (hyperbolic visual-semantic alignment) on a backbone. Without arguments: the toy "
+    "config (the toy world at 32 px, CPU-sized, a few seconds). A finished run is loaded, an "
+    "interrupted one resumed by the same command."
+)
+_EPILOG = """examples:
+  python -m hyro_edu.hvsa.train
+  python -m hyro_edu.hvsa.train --config toy --set components=cls --set seed=1
+  python -m hyro_edu.hvsa.train --config toy_pixel --set geometry=euclidean
+  python -m hyro_edu.hvsa.train --config cityscapes --print-config
+"""
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line; returns the exit status (``parser.error`` exits with 2)."""
+    parser = config_parser("python -m hyro_edu.hvsa.train", _DESCRIPTION,
+                           configs=shipped_configs("hyro_edu.hvsa.configs"), default="toy", epilog=_EPILOG)
+    parser.add_argument("--data-root", default=None, help="prepared datasets (default $HYRO_EDU_DATA)")
+    args = parser.parse_args(argv)
+
+    import yaml
+
+    from hyro_edu.hvsa.train import config as C  # torch, not Lightning
+
+    config = parse_or_exit(parser, lambda: C.load_config(args.config, args.overrides).resolved())
+    if args.print_config:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    parse_or_exit(parser, lambda: C.check_data(config, args.data_root))
+    directory = C.run_dir(config, args.root)
+    if not args.retrain:
+        parse_or_exit(parser, lambda: C.check_run_dir(config, args.root))
+    print(f"run {config.name!r}: {config.dataset}, {config.backbone}, components {config.components}, "
+          f"geometry {config.geometry}, batch {config.batch_size} x {config.steps} steps -> {directory}",
+          flush=True)
+
+    from hyro_edu.hvsa.train import run as R  # Lightning, the model
+
+    def work() -> int:
+        result = R.train(config, root=args.root, data_root=args.data_root, retrain=args.retrain)
+        print(R.format_summary(result))
+        if result["metrics"]:
+            print(R.format_metrics(result["metrics"]))
+        print(f"metrics: {directory / 'metrics.json'}")
+        return 0
+
+    return run_or_exit(parser, work)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
