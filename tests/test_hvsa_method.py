@@ -414,6 +414,82 @@ def test_head_switches_run(switches):
     assert ("hm" in out) == (switches.get("components", "full") == "full")
 
 
+def test_scores_use_the_exact_tangent_mean_not_the_ball_round_trip():
+    # log_b(exp_b(mu~)) = mu~; in float32 the round trip caps at the boundary clamp (norm ~4.3)
+    # and has no gradient along mu~, which stalled the score magnitudes (a fixed defect)
+    for switches in (dict(), dict(base_point="learned")):
+        head = small_head(**switches)
+        last = head.visual.encoder[-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.zero_()
+            last.bias[:4] = torch.tensor([6.0, -5.0, 4.0, 3.0])  # ||mu~|| ~ 9.3, x_hat on the clamp
+        feats = torch.randn(3, 5)
+        mu_tilde = head.visual(feats)[0]
+        out = head(feats)
+        expected = head.project(mu_tilde) @ head.labels.f.transpose(0, 1)
+        torch.testing.assert_close(out["scores"], expected)
+        # the radial direction still has a gradient
+        out["scores"].sum().backward()
+        bias = last.bias.detach()[:4]
+        radial = last.bias.grad[:4] @ bias
+        expected_radial = torch.autograd.grad(expected.sum(), last.bias)[0][:4] @ bias
+        assert float(radial.abs()) > 0
+        torch.testing.assert_close(radial, expected_radial)
+
+
+def test_prior_scores_only_the_on_labels(monkeypatch):
+    # the mixture of Eq. 4 gathers each row's on-labels: the same value and gradients as scoring
+    # all L components and masking, with k = (largest on-count) components per row, not L
+    gen = torch.Generator().manual_seed(3)
+    L, n, B = 40, 6, 30
+    mask = torch.rand(B, L, generator=gen) < 0.08
+    mask[:, 5] = True
+    for geometry in ("hyperbolic", "euclidean"):
+        loc = latent.to_latent(0.6 * torch.randn(L, n, generator=gen, dtype=D64), geometry=geometry)
+        loc.requires_grad_()
+        scale = (0.2 + torch.rand(L, n, generator=gen, dtype=D64)).requires_grad_()
+        z = latent.to_latent(0.6 * torch.randn(B, n, generator=gen, dtype=D64), geometry=geometry)
+        got = LE.prior_log_prob(z, loc, scale, mask, geometry=geometry)
+        comp = latent.log_density(z.unsqueeze(-2), loc, scale, geometry=geometry)  # (B, L)
+        k = mask.sum(-1, keepdim=True).to(D64)
+        ref = torch.logsumexp(comp.masked_fill(~mask, -torch.inf), -1) - k.squeeze(-1).log()
+        torch.testing.assert_close(got, ref)
+        for a, b in zip(torch.autograd.grad(got.sum(), (loc, scale)),
+                        torch.autograd.grad(ref.sum(), (loc, scale))):
+            torch.testing.assert_close(a, b)
+        torch.testing.assert_close(LE.prior_log_prob(z, loc, 0.5, mask, geometry=geometry),
+                                   LE.prior_log_prob(z, loc, torch.full((L, n), 0.5, dtype=D64),
+                                                     mask, geometry=geometry))
+    seen = []
+    real = W.poincare_log_prob
+
+    def spy(z, loc, scale, **kw):
+        seen.append(loc.shape[-2])
+        return real(z, loc, scale, **kw)
+
+    monkeypatch.setattr(W, "poincare_log_prob", spy)
+    ball = lambda v: P.expmap0(v.detach(), c=1.0)  # noqa: E731
+    LE.prior_log_prob(ball(z), ball(loc), scale.detach(), mask)
+    assert seen == [int(mask.sum(-1).max())] and seen[0] < L
+
+
+def test_vae_reduction_sum_and_mean():
+    heads = {r: small_head(vae_reduction=r) for r in O.VAE_REDUCTIONS}
+    heads["mean"].load_state_dict(heads["sum"].state_dict())
+    feats, targets = torch.randn(3, 5), torch.tensor([2, 5, 1])
+    out = {r: h(feats, targets, generator=torch.Generator().manual_seed(0)) for r, h in heads.items()}
+    n, D = out["sum"]["x_hat"].shape[-1], 5
+    torch.testing.assert_close(out["mean"]["kl"], out["sum"]["kl"] / n)
+    torch.testing.assert_close(out["mean"]["recon"], out["sum"]["recon"] / D)
+    torch.testing.assert_close(out["mean"]["cls"], out["sum"]["cls"])
+    a, b = torch.randn(4, 7), torch.randn(4, 7)
+    torch.testing.assert_close(O.reconstruction_loss(a, b, vae_reduction="mean"),
+                               O.reconstruction_loss(a, b) / 7)
+    with pytest.raises(ValueError, match="vae_reduction"):
+        small_head(vae_reduction="avg")
+
+
 def test_components_cls_is_the_classification_loss_alone():
     head = small_head(components="cls")
     out = head(torch.randn(2, 5), torch.tensor([2, 4]))

@@ -74,6 +74,12 @@ def test_variants_get_their_own_run_and_the_ablations_are_overrides():
     assert set(PIXEL_ABLATIONS) == {"V1", "V3", "V4"}
     for v in PIXEL_ABLATIONS.values():
         load_config("toy_pixel", overrides=v)
+    # vae_reduction is a head switch with its own runs (default: the summed reading)
+    summed, averaged = load_config("toy"), load_config("toy", ["vae_reduction=mean"])
+    assert summed.vae_reduction == "sum" and averaged.head_kwargs()["vae_reduction"] == "mean"
+    assert summed.resolved().name != averaged.resolved().name
+    with pytest.raises(ValueError, match=r"vae_reduction must be one of \('sum', 'mean'\)"):
+        load_config("toy", {"vae_reduction": "avg"})
 
 
 def test_an_interrupted_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_one(tmp_path):

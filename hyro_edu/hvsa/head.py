@@ -10,7 +10,10 @@ The head composes the modules of :mod:`hyro_edu.hvsa`: the visual encoder
 (:class:`~hyro_edu.hvsa.objective.Decoder`, Eq. 8) and the losses
 (:mod:`hyro_edu.hvsa.objective`, :mod:`hyro_edu.hvsa.classification`).  Prediction
 (:cite:`hvsa` Sec. 4.3): the posterior mean :math:`\hat x` is mapped back by the log map, projected
-linearly to ``d`` dimensions and scored by an inner product with the label embeddings
+linearly to ``d`` dimensions (:math:`\log^c_b\hat x = \log^c_b\exp^c_b\tilde\mu_x = \tilde\mu_x`
+is taken exactly, as the encoder's tangent output: in float32 the round trip through the ball
+saturates at the boundary clamp, :math:`\|\log^c_b\hat x\| \le \operatorname{artanh}(1 -
+\text{margin})/\sqrt c \approx 4.3`, with zero gradient along :math:`\tilde\mu_x`), and scored by an inner product with the label embeddings
 ``f`` (``score_with="f"``, default) or with the tangent label means
 :math:`\tilde\mu_l = \log^c_0\mu_l` (``score_with="mu"``, projection to ``n`` dimensions).
 
@@ -60,7 +63,9 @@ class HVSAHead(torch.nn.Module):
     fixed; ``fixed_scale`` 1.0), ``base_point`` (origin, learned), ``label_sample`` (wrapped,
     tangent0, euclidean, mean), ``prior_labels`` (path, leaves), ``score_with`` (f, mu),
     ``recon_target`` (feature, labels), ``hm_rule`` (ganea, entail_triplet, distance_triplet),
-    ``hm_reduction`` (mean, sum), ``cls_loss`` (bce for images and focal for pixels when ``None``;
+    ``hm_reduction`` (mean, sum), ``vae_reduction`` (sum, mean: KL and RECON summed over the
+    latent and feature dimensions, or averaged over them,
+    :data:`hyro_edu.hvsa.objective.VAE_REDUCTIONS`), ``cls_loss`` (bce for images and focal for pixels when ``None``;
     bce, leaf_ce, level_ce, focal), ``components`` (full, vae, cls); constants ``alpha`` 0.2,
     ``beta`` 4, ``gamma`` 1, ``K`` 0.1, ``focal_gamma`` 2, ``negatives`` 10 per positive pair
     (``None``: all), ``pixel_samples`` 1024, ``ignore_index`` 255.
@@ -96,6 +101,7 @@ class HVSAHead(torch.nn.Module):
         recon_target: str = "feature",
         hm_rule: str = "ganea",
         hm_reduction: str = "mean",
+        vae_reduction: str = "sum",
         cls_loss: Optional[str] = None,
         components: str = "full",
         alpha: float = 0.2,
@@ -121,6 +127,9 @@ class HVSAHead(torch.nn.Module):
         self.recon_target = _checks.choice(recon_target, "recon_target", _objective.RECON_TARGETS)
         self.hm_rule = _checks.choice(hm_rule, "hm_rule", _objective.HM_RULES)
         self.hm_reduction = _checks.choice(hm_reduction, "hm_reduction", _objective.HM_REDUCTIONS)
+        self.vae_reduction = _checks.choice(
+            vae_reduction, "vae_reduction", _objective.VAE_REDUCTIONS
+        )
         if cls_loss is not None:
             _checks.choice(cls_loss, "cls_loss", CLS_LOSSES)
         self.cls_loss = cls_loss
@@ -196,7 +205,9 @@ class HVSAHead(torch.nn.Module):
         x = features.permute(0, 2, 3, 1) if pixel else features  # (..., D)
         mu_tilde, x_hat, sigma = self.visual(x)
         label_mu_tilde, label_mu, label_sigma = self.labels()
-        h = self.project(self.visual.tangent(x_hat))
+        # log_b(exp_b(mu~)) = mu~ exactly; the float32 round trip through the ball caps its norm
+        # at artanh(1 - margin) (about 4.3) and zeroes the radial gradient (test_hvsa_method).
+        h = self.project(mu_tilde)
         keys = self.labels.f if self.score_with == "f" else label_mu_tilde
         scores = h @ keys.to(h.dtype).transpose(0, 1)  # (..., L)
         out = {"scores": scores.permute(0, 3, 1, 2) if pixel else scores, "x_hat": x_hat}
@@ -223,10 +234,13 @@ class HVSAHead(torch.nn.Module):
             kl = _objective.kl_estimate(
                 z, xs, ss, label_mu, label_sigma, mask, c=self.c, geometry=self.geometry
             )
+            if self.vae_reduction == "mean":
+                kl = kl / z.shape[-1]
             terms["kl"] = kl.mean()
             target = fs if self.recon_target == "feature" else ys
             terms["recon"] = _objective.reconstruction_loss(
-                self.decoder(z), target, recon_target=self.recon_target
+                self.decoder(z), target, recon_target=self.recon_target,
+                vae_reduction=self.vae_reduction,
             )
         if self.components == "full":
             eps = torch.randn(label_mu_tilde.shape, generator=generator, dtype=torch.float32)

@@ -42,6 +42,7 @@ __all__ = [
     "HM_RULES",
     "HM_REDUCTIONS",
     "COMPONENTS",
+    "VAE_REDUCTIONS",
     "kl_estimate",
     "Decoder",
     "reconstruction_loss",
@@ -60,6 +61,14 @@ HM_RULES = ("ganea", "entail_triplet", "distance_triplet")
 HM_REDUCTIONS = ("sum", "mean")
 #: Values of ``components`` (Table 6): classification only; + the VAE terms; the full model.
 COMPONENTS = ("cls", "vae", "full")
+#: Values of ``vae_reduction``: how :math:`D_{KL}` and :math:`\mathcal L_{RECON}` reduce over the
+#: latent and feature dimensions (each is then averaged over samples).  HVSA's Eq. (12) weights
+#: their sum by :math:`\beta = 4` but never says how they are reduced.  ``"sum"`` (default): the
+#: log-densities of the whole sample, summed over dimensions, as a VAE's ELBO (and pvae) has them;
+#: with it the two terms are :math:`O(n)` and :math:`O(D)` against an :math:`O(1)` per-label
+#: ``L_CLS``.  ``"mean"``: divided by the latent dimension ``n`` (KL) and the target dimension
+#: ``D`` (RECON), i.e. per dimension, a reading under which :math:`\beta = 4` is a moderate weight.
+VAE_REDUCTIONS = ("sum", "mean")
 
 Curvature = Union[float, torch.Tensor]
 
@@ -135,7 +144,11 @@ class Decoder(torch.nn.Module):
 
 
 def reconstruction_loss(
-    output: torch.Tensor, target: torch.Tensor, *, recon_target: str = "feature"
+    output: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    recon_target: str = "feature",
+    vae_reduction: str = "sum",
 ) -> torch.Tensor:
     r""":math:`\mathcal L_{RECON} = -\ln p(x\mid z)` up to a constant, averaged over samples.
 
@@ -143,10 +156,12 @@ def reconstruction_loss(
     summed over dimensions, with the target **detached** (a trainable backbone must not shrink its
     own features to lower the loss).  ``"labels"``: the BCE of the decoder's logits against the
     label vector :math:`y`, summed over labels (C2AE :cite:`yeh2017c2ae` reconstructs labels).
+    ``vae_reduction="mean"`` divides by ``D`` (:data:`VAE_REDUCTIONS`).
     Properties: ``>= 0``; 0 iff the output equals the feature.
     Shapes: ``output, target (..., D)`` -> scalar.  HVSA :cite:`hvsa`, Eq. (8).
     """
     _checks.choice(recon_target, "recon_target", RECON_TARGETS)
+    _checks.choice(vae_reduction, "vae_reduction", VAE_REDUCTIONS)
     if output.shape != target.shape:
         raise ValueError(
             f"output and target must have the same shape, got {tuple(output.shape)} and "
@@ -157,6 +172,8 @@ def reconstruction_loss(
         per = 0.5 * ((target - output) ** 2).sum(-1)
     else:
         per = F.binary_cross_entropy_with_logits(output, target, reduction="none").sum(-1)
+    if vae_reduction == "mean":
+        per = per / output.shape[-1]
     return per.mean()
 
 

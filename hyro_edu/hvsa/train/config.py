@@ -102,7 +102,7 @@ class HVSATrainConfig(TrainConfig):
         1,000 test scenes rendered once and cached; ``[lo, hi]`` objects per scene).
     d, n, c, visual_hidden, semantic_hidden, decoder_hidden : the head's sizes and curvature
         ``-c`` (:class:`hyro_edu.hvsa.head.HVSAHead`).
-    components, geometry, hm_rule, hm_reduction, cls_loss, score_with, recon_target,
+    components, geometry, hm_rule, hm_reduction, vae_reduction, cls_loss, score_with, recon_target,
         prior_labels, label_sample, posterior_scale, base_point : the head's switches
         (``cls_loss: null``: BCE for images, focal for pixels).
     alpha, beta, gamma, K, focal_gamma, negatives, pixel_samples : the head's constants.
@@ -140,6 +140,7 @@ class HVSATrainConfig(TrainConfig):
     geometry: str = "hyperbolic"
     hm_rule: str = "ganea"
     hm_reduction: str = "mean"
+    vae_reduction: str = "sum"
     cls_loss: Optional[str] = None
     score_with: str = "f"
     recon_target: str = "feature"
@@ -204,6 +205,7 @@ class HVSATrainConfig(TrainConfig):
         for field_name, allowed in (
             ("components", _objective.COMPONENTS), ("geometry", _latent.GEOMETRIES),
             ("hm_rule", _objective.HM_RULES), ("hm_reduction", _objective.HM_REDUCTIONS),
+            ("vae_reduction", _objective.VAE_REDUCTIONS),
             ("score_with", SCORE_WITH), ("recon_target", _objective.RECON_TARGETS),
             ("prior_labels", PRIOR_LABELS), ("label_sample", LABEL_SAMPLES),
             ("posterior_scale", POSTERIOR_SCALES), ("base_point", BASE_POINTS),
@@ -282,7 +284,7 @@ class HVSATrainConfig(TrainConfig):
 
     def head_kwargs(self) -> dict:
         """The keyword arguments of :class:`hyro_edu.hvsa.head.HVSAHead` (all but ``in_dim``, ``parents``)."""
-        names = ("d", "n", "c", "components", "geometry", "hm_rule", "hm_reduction", "cls_loss",
+        names = ("d", "n", "c", "components", "geometry", "hm_rule", "hm_reduction", "vae_reduction", "cls_loss",
                  "score_with", "recon_target", "prior_labels", "label_sample", "posterior_scale",
                  "base_point", "alpha", "beta", "gamma", "K", "focal_gamma", "negatives", "pixel_samples")
         out = {k: getattr(self, k) for k in names}
