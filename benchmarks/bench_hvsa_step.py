@@ -22,7 +22,7 @@ Sizes (``--size``):
 
 * ``small`` (the default on a CPU): ``toy_fcn`` on 32-pixel random images (8x8 features), batch 8,
   the toy world's 66 labels + background (``hyro_edu.hierarchy.taxonomies.toyworld_levels``,
-  67 embedded labels), the design note's CPU-plan head sizes (the paper's divided by 16:
+  67 embedded labels), our CPU-plan head sizes (the paper's divided by 16:
   d = n = 32, visual encoder [32, 32, 16], semantic encoder [32, 16], decoder [16, 32, 32]),
   256 sampled pixels per image (more than the 64 an 8x8 map has: every pixel); Adam, lr 2e-3.
 * ``full`` (the default on CUDA): ``deeplabv3plus_resnet101`` with random weights (no download;

@@ -17,7 +17,7 @@ from hyro_edu.hierarchy import taxonomies as T
 from hyro_edu.hierarchy.trees import Tree
 
 # ----------------------------------------------------------------------------
-# the shared example hierarchy H7 and its three rows (design note, section 4)
+# the shared example hierarchy H7 and its three rows (worked examples derived independently of this code)
 # ----------------------------------------------------------------------------
 H7 = [-1, 0, 1, 1, -1, 4, 5]  # 0 "2", 1 "2/1", 2 "2/1/3", 3 "2/1/5", 4 "4", 5 "4/1", 6 "4/1/1"
 Y = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1], [1, 1, 0, 1, 0, 0, 0]])

@@ -18,7 +18,7 @@ the head's ``in_dim``) and ``dense`` (``True``: features ``(B, D, H', W')``, sco
   training mode works and ``train()``/``eval()`` compute the same function) or ``"none"``
   (convolutions with a bias).  Parameters: :math:`\sum_i 9\,c_{i-1}c_i` = 65,376 weights plus
   384 normalisation parameters = 65,760 (``"batch"`` and ``"group"``), or 65,568 with biases
-  (``"none"``).  The design note's "74k" is not this count; the count here is what the tests
+  (``"none"``).  An earlier estimate of "74k" is not this count; the count here is what the tests
   assert, from the layer sizes.
 * ``"toy_fcn"`` — its pixel-level twin: the same four convolutions with strides 2/2/1/1 and
   dilations 1/1/2/2 (the stride of the third layer turned into a dilation, as DeepLab does, so

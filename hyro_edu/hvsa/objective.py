@@ -241,7 +241,7 @@ def metric_loss(
     triplet ``(a, p, n)`` adds :math:`E(z_a, z_p) + [\gamma - E(z_a, z_n)]_+`.
     ``hm_reduction="mean"`` (default) divides by the number of pairs (``ganea``) or triplets.
 
-    Properties (tested): ``>= 0``; 0 at the zero-loss configuration of the design's small tree
+    Properties (tested): ``>= 0``; 0 at the zero-loss configuration of the small tree of the tests
     (``ganea``); bounded away from 0 for ``distance_triplet``.
     Shapes: ``points (L, n)`` -> scalar.  HVSA :cite:`hvsa` Eqs. (9)-(11), (13), (14);
     Ganea et al. :cite:`ganea2018cones`.

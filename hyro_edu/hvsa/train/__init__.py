@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import importlib
 
-#: The image-level variants of the design note's section 6 (HVSA Tables 6-7): V1 classification
+#: The image-level variants of our CPU plan (HVSA Tables 6-7): V1 classification
 #: only, V2 + beta (KL + RECON), V3 the full model, V4 the full model in Euclidean space.
 ABLATIONS = {
     "V1": {"components": "cls"},

@@ -90,7 +90,7 @@ def _number(value, name: str, *, low: float = 0.0, strict: bool = True, allow_no
 
 @dataclass(frozen=True)
 class HVSATrainConfig(TrainConfig):
-    """One HVSA training run (defaults: the ``toy`` config, design note section 6).
+    """One HVSA training run (defaults: the ``toy`` config).
 
     Fields
     ------

@@ -14,7 +14,7 @@ batches also carry ``"classes"``, the finest-level class map the per-level mIoU 
 sees the batches the uninterrupted run would have seen; the augmentation of a position is seeded
 by ``(seed, position)``.
 
-**The toy world** (design note section 6): :class:`hyro_edu.data.toyworld.ToyWorld` scenes at
+**The toy world**: :class:`hyro_edu.data.toyworld.ToyWorld` scenes at
 ``toy_image_size`` px with ``toy_objects`` objects of any of the 54 classes, ``toy_train`` scenes
 of the train split and ``toy_test`` of the test split, rendered once and cached as ``uint8``
 tensors under ``$HYRO_EDU_CACHE/hvsa_toy`` (:func:`toy_tensors`); the scenes do not depend on the
