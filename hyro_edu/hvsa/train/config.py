@@ -92,29 +92,32 @@ def _number(value, name: str, *, low: float = 0.0, strict: bool = True, allow_no
 class HVSATrainConfig(TrainConfig):
     """One HVSA training run (defaults: the ``toy`` config).
 
-    Fields
-    ------
-    name : run name (the folder under the runs root); ``null``: ``<dataset>-<components>-
-        <geometry>-seed<seed>-<first 8 digits of the key>``, so every distinct config has its own.
-    dataset : one of :data:`DATASETS`.  backbone : one of :data:`BACKBONES` (dense ones for the
-        pixel datasets, ``identity`` only for ImCLEF07);  pretrained : ImageNet weights.
-    toy_image_size, toy_train, toy_test, toy_objects : the toy world (32 px; 3,000 train and
-        1,000 test scenes rendered once and cached; ``[lo, hi]`` objects per scene).
-    d, n, c, visual_hidden, semantic_hidden, decoder_hidden : the head's sizes and curvature
-        ``-c`` (:class:`hyro_edu.hvsa.head.HVSAHead`).
-    components, geometry, hm_rule, hm_reduction, vae_reduction, cls_loss, score_with, recon_target,
-        prior_labels, label_sample, posterior_scale, base_point : the head's switches
-        (``cls_loss: null``: BCE for images, focal for pixels).
-    alpha, beta, gamma, K, focal_gamma, negatives, pixel_samples : the head's constants.
-    optimizer, lr, momentum, weight_decay, lr_schedule, warmup_steps, warmup_start_lr,
-        grad_clip : the solver (:data:`OPTIMIZERS`, :data:`LR_SCHEDULES`).
-    batch_size, steps : the budget (optimiser steps).
-    crop_size, scale_range, hflip : segmentation augmentation ([h, w] crop, random scale,
-        horizontal flip); image_size : tieredImageNet-H's square side.
-    eval_split : the split evaluated after training (``null``: the test split, or the last split
-        with labels);  eval_limit : at most this many evaluation samples (``null``: all).
-    eval_batch_size, checkpoint_every, num_workers, progress, precision : bookkeeping.
-    seed : initialisation and data-order seed (the toy scenes are the same for every seed).
+    Fields, by group:
+
+    * ``name``: the run name (the folder under the runs root); ``null`` gives
+      ``<dataset>-<components>-<geometry>-seed<seed>-<first 8 digits of the key>``, so every
+      distinct config has its own folder.
+    * ``dataset``: one of ``DATASETS``; ``backbone``: one of ``BACKBONES`` (dense ones for the
+      pixel datasets, ``identity`` only for ImCLEF07); ``pretrained``: ImageNet weights.
+    * ``toy_image_size``, ``toy_train``, ``toy_test``, ``toy_objects``: the toy world (32 px;
+      3,000 train and 1,000 test scenes rendered once and cached; ``[lo, hi]`` objects per scene).
+    * ``d``, ``n``, ``c``, ``visual_hidden``, ``semantic_hidden``, ``decoder_hidden``: the head's
+      sizes and curvature ``-c`` (:class:`~hyro_edu.hvsa.head.HVSAHead`).
+    * ``components``, ``geometry``, ``hm_rule``, ``hm_reduction``, ``vae_reduction``, ``cls_loss``,
+      ``score_with``, ``recon_target``, ``prior_labels``, ``label_sample``, ``posterior_scale``,
+      ``base_point``: the head's switches (``cls_loss: null``: BCE for images, focal for pixels).
+    * ``alpha``, ``beta``, ``gamma``, ``K``, ``focal_gamma``, ``negatives``, ``pixel_samples``: the
+      head's constants.
+    * ``optimizer``, ``lr``, ``momentum``, ``weight_decay``, ``lr_schedule``, ``warmup_steps``,
+      ``warmup_start_lr``, ``grad_clip``: the solver (``OPTIMIZERS``, ``LR_SCHEDULES``).
+    * ``batch_size``, ``steps``: the budget (optimiser steps).
+    * ``crop_size``, ``scale_range``, ``hflip``: segmentation augmentation (``[h, w]`` crop, random
+      scale, horizontal flip); ``image_size``: tieredImageNet-H's square side.
+    * ``eval_split``: the split evaluated after training (``null``: the test split, or the last
+      split with labels); ``eval_limit``: at most this many evaluation samples (``null``: all).
+    * ``eval_batch_size``, ``checkpoint_every``, ``num_workers``, ``progress``, ``precision``:
+      bookkeeping.
+    * ``seed``: initialisation and data-order seed (the toy scenes are the same for every seed).
     """
 
     CONFIG_PACKAGE: ClassVar[str] = "hyro_edu.hvsa.configs"
