@@ -31,13 +31,13 @@ carries this module's :data:`LAYOUT_VERSION`; otherwise the readers raise
 
 **Label ids.** ImCLEF07: the nodes declared by the ARFF header (``@ATTRIBUTE class
 hierarchical``), without the implicit root, sorted by depth and then by path string (C-HMCNN's
-order); label ``j`` is tree node ``j + 1`` of :meth:`ImCLEF07.tree`, whose node 0 is a virtual
+order); label ``j`` is tree node ``j + 1`` of ``ImCLEF07(...).tree``, whose node 0 is a virtual
 root ``"root"`` (a :class:`~hyro_edu.hierarchy.trees.Tree` has one root). Cityscapes: the 19
 trainIds of cityscapesScripts ``helpers/labels.py``. LIP: the 20 ids of the dataset (0
 background ... 19 right shoe). PASCAL-Person-Part: HSSN's order (0 background, 1 head, 2 torso,
 3 upper-arm, 4 lower-arm, 5 upper-leg, 6 lower-leg). tieredImageNet-H: the 608 leaf wnids
 sorted; its tree (:func:`isa_tree` of making-better-mistakes' isa file, breadth-first with sorted
-children, real root, no virtual one) is :attr:`TieredImageNetH.tree`. The segmentation hierarchies (super-classes)
+children, real root, no virtual one) is ``TieredImageNetH(...).tree``. The segmentation hierarchies (super-classes)
 are not defined here but in :mod:`hyro_edu.hierarchy.taxonomies`; this module provides label ids
 and class names only.
 
