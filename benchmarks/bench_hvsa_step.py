@@ -41,7 +41,7 @@ to the crop (the trainer's job) is not timed.
 
 Memory: on CUDA ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` before the
 variant's model is built; on a CPU the peak RSS above the RSS before the model is built
-(``CpuPeak`` of ``bench_training_step.py``: psutil sampling every 2 ms, approximate).
+(``CpuPeak`` of ``_memory.py``: psutil sampling every 2 ms, approximate).
 
 ``--amp bf16`` runs backbone and head under ``torch.autocast`` (bfloat16); the hyperbolic maths
 stays in float32 inside the library and the loss is float32.
@@ -64,12 +64,13 @@ import json
 import math
 import platform
 import statistics
-import time
 
 import torch
 from torch import nn
 
-from bench_training_step import CpuPeak, release_freed_memory
+from _memory import PeakMemory, memory_method  # benchmarks/_memory.py: the script's folder is on sys.path
+from _table import print_header, ratio_cell
+from _timing import timed_steps
 from hyro_edu.hierarchy.taxonomies import (
     CITYSCAPES_CATEGORIES,
     CITYSCAPES_CLASSES,
@@ -162,14 +163,7 @@ def optimizer_for(args, model):
 
 
 def run_variant(args, variant: str, images, labels, parents, taxonomy) -> dict:
-    cuda = args.device == "cuda"
-    release_freed_memory()
-    if cuda:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        meter = CpuPeak()
-        meter.start()
+    memory = PeakMemory(args.device)
     model = build(args, variant, parents, taxonomy)
     optimizer = optimizer_for(args, model)
     amp = args.amp == "bf16"
@@ -182,17 +176,8 @@ def run_variant(args, variant: str, images, labels, parents, taxonomy) -> dict:
         optimizer.step()
         return loss.item()
 
-    losses, times = [], []
-    for i in range(args.warmup + args.steps):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        losses.append(step())  # .item() synchronises as well
-        if cuda:
-            torch.cuda.synchronize()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() if cuda else meter.stop()
+    losses, times = timed_steps(step, warmup=args.warmup, steps=args.steps, device=args.device)
+    peak = memory.stop()
     backbone_params = sum(p.numel() for p in model.backbone.parameters())
     result = dict(
         variant=variant,
@@ -270,7 +255,7 @@ def main(argv=None):
           f"{taxonomy.num_labels} labels, features {tuple(labels.shape[1:])}, pixel_samples "
           f"{args.cfg['pixel_samples']}, head {args.cfg['head']}; median of {args.steps} steps "
           f"after {args.warmup} warm-up")
-    print(f"peak memory: {'torch.cuda.max_memory_allocated' if cuda else CpuPeak().method}")
+    print(f"peak memory: {memory_method(args.device)}")
 
     results = []
     for variant in args.variants:
@@ -286,14 +271,11 @@ def main(argv=None):
                              if ref and ref["peak_bytes"] else None)
     header = (f"{'variant':<10} {'params':>12} {'head':>10} {'s/step':>9} {'/focal':>8} "
               f"{'peak GB':>9} {'/focal':>8}  finite")
-    print()
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for r in results:
-        t = f"{r['time_ratio']:7.3f}x" if r["time_ratio"] is not None else f"{'-':>8}"
-        m = f"{r['memory_ratio']:7.3f}x" if r["memory_ratio"] is not None else f"{'-':>8}"
         print(f"{r['variant']:<10} {r['params']:>12,} {r['head_params']:>10,} {r['seconds']:9.4f} "
-              f"{t} {r['peak_bytes'] / GB:9.3f} {m}  {'yes' if r['finite'] else 'NO (NaN/inf)'}")
+              f"{ratio_cell(r['time_ratio'], 8)} {r['peak_bytes'] / GB:9.3f} {ratio_cell(r['memory_ratio'], 8)}  "
+              f"{'yes' if r['finite'] else 'NO (NaN/inf)'}")
     print("(focal = HVSAHead with components='cls'; linear = backbone + 1x1 conv, same focal loss)")
 
     print()

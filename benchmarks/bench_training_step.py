@@ -49,28 +49,21 @@ peak memory at most 20 GB.  Checked only on CUDA at that size.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import math
-import resource
 import statistics
-import sys
-import threading
-import time
 import warnings
 
 import torch
+
+from _memory import PeakMemory, memory_method  # benchmarks/_memory.py: the script's folder is on sys.path
+from _table import print_header, ratio_cell
+from _timing import timed_steps
 
 from hyro_edu.segmentation.catseg import LOSSES, segmentation_loss
 from hyro_edu.clip.tiny import TINY_CLIP_NAME
 from hyro_edu.clip.weights import load_clip
 from hyro_edu.clip.finetune import MODES, FinetuneConfig
 from hyro_edu.segmentation.model import PROMPT_ENSEMBLES, build_segmenter
-
-try:
-    import psutil
-except ImportError:  # pragma: no cover - psutil is optional
-    psutil = None
 
 MODELS = {"vit-b16": "ViT-B-16", "tiny": TINY_CLIP_NAME}
 #: Block sizes that divide the tiny CLIP's width 64 (the official 128/256/128 need 512 or 768).
@@ -79,47 +72,6 @@ TARGET_SECONDS = 0.15  # hyro, s/step
 TARGET_OVERHEAD = 1.05  # hyro / attention
 TARGET_PEAK_BYTES = 20e9
 GB = 1e9
-
-
-# ----------------------------------------------------------------------------
-# memory
-# ----------------------------------------------------------------------------
-class CpuPeak:
-    """Peak RSS above the RSS at ``start()``: sampled with psutil, else ``ru_maxrss``."""
-
-    def __init__(self, interval: float = 0.002):
-        self.interval = interval
-        self.method = "psutil RSS, sampled every 2 ms" if psutil is not None else "ru_maxrss (process-wide)"
-        self._thread = None
-
-    @staticmethod
-    def _maxrss() -> int:
-        scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-    def start(self) -> None:
-        if psutil is None:
-            self.base = self._maxrss()
-            return
-        proc = psutil.Process()
-        self.base = self.peak = proc.memory_info().rss
-        self._stop = threading.Event()
-
-        def sample():
-            while not self._stop.is_set():
-                self.peak = max(self.peak, proc.memory_info().rss)
-                time.sleep(self.interval)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> int:
-        if psutil is None:
-            return max(0, self._maxrss() - self.base)
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, psutil.Process().memory_info().rss)
-        return max(0, self.peak - self.base)
 
 
 # ----------------------------------------------------------------------------
@@ -136,24 +88,8 @@ def build(args, mode: str):
     return build_segmenter(backbone, config, template=templates).train()
 
 
-def release_freed_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc ``malloc_trim``), so RSS baselines are honest."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: RSS then keeps what the allocator caches
-        pass
-
-
 def run_mode(args, mode: str, images, target, names) -> dict:
-    cuda = args.device == "cuda"
-    release_freed_memory()
-    if cuda:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        meter = CpuPeak()
-        meter.start()
+    memory = PeakMemory(args.device)
     torch.manual_seed(0)
     model = build(args, mode)
     params = [p for _, p in model.trainable_named_parameters()]
@@ -175,17 +111,8 @@ def run_mode(args, mode: str, images, target, names) -> dict:
             scaler.update()
         return loss.item()
 
-    losses, times = [], []
-    for i in range(args.warmup + args.steps):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        losses.append(step())  # .item() synchronises as well
-        if cuda:
-            torch.cuda.synchronize()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() if cuda else meter.stop()
+    losses, times = timed_steps(step, warmup=args.warmup, steps=args.steps, device=args.device)
+    peak = memory.stop()
     result = dict(
         mode=mode,
         seconds=statistics.median(times),
@@ -277,8 +204,7 @@ def main(argv=None):
         f"{args.classes} classes, P = {len(PROMPT_ENSEMBLES[args.prompts])}, loss {args.loss}; "
         f"median of {args.steps} steps after {args.warmup} warm-up"
     )
-    memory = "torch.cuda.max_memory_allocated" if cuda else CpuPeak().method
-    print(f"peak memory: {memory}")
+    print(f"peak memory: {memory_method(args.device)}")
 
     results = []
     for mode in args.modes:
@@ -290,12 +216,10 @@ def main(argv=None):
     ref = next((r for r in results if r["mode"] == "attention"), None)
     header = (f"{'mode':<10} {'trainable':>11} {'s/step':>9} {'/attention':>10} "
               f"{'peak GB':>9} {'/attention':>10}  finite")
-    print()
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for r in results:
-        t_ratio = f"{r['seconds'] / ref['seconds']:9.3f}x" if ref else f"{'-':>10}"
-        m_ratio = f"{r['peak'] / ref['peak']:9.3f}x" if ref and ref["peak"] > 0 else f"{'-':>10}"
+        t_ratio = ratio_cell(r["seconds"] / ref["seconds"] if ref else None, 10)
+        m_ratio = ratio_cell(r["peak"] / ref["peak"] if ref and ref["peak"] > 0 else None, 10)
         print(f"{r['mode']:<10} {r['trainable']:>11,} {r['seconds']:9.3f} {t_ratio} "
               f"{r['peak'] / GB:9.3f} {m_ratio}  {'yes' if r['finite'] else 'NO (NaN/inf loss)'}")
 

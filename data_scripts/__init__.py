@@ -9,7 +9,8 @@ that refuses truncated or unsafe archives), :mod:`.common` (what every preparati
 one module per dataset family (:mod:`.coco_stuff`, :mod:`.ade20k`, :mod:`.pascal_context`,
 :mod:`.voc`), :mod:`.vocabularies` (CAT-Seg's evaluation name lists, pinned and checksummed),
 :mod:`.prepare` (the command line) and :mod:`.fixtures` (miniature raw datasets in
-the real on-disk formats, for tests and for trying the pipeline without downloading).
+the real on-disk formats, for tests and for trying the pipeline without downloading;
+:mod:`.fixture_files` holds the image and archive writers the fixture builders share).
 HVSA's datasets (read by :mod:`hyro_edu.data.hierarchical_datasets`): :mod:`.hvsa_common`,
 :mod:`.imclef07`, :mod:`.cityscapes`, :mod:`.human_parsing`, :mod:`.tiered_imagenet` and
 :mod:`.hvsa_fixtures`.

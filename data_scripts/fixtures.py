@@ -26,13 +26,12 @@ import io
 import json
 import pickle
 import sys
-import tarfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from data_scripts.fixture_files import jpeg_bytes, png_bytes, write_tar, write_zip
 
 __all__ = ["FixtureSet", "build_sources", "PC59_EXAMPLES", "PC59_RENAMED_ID"]
 
@@ -64,39 +63,6 @@ def _vocabulary(dest: Path, fs: FixtureSet, key: str, filename: str, names: list
     fs.eval_class_names[key] = list(names)
 
 
-def _png(array: np.ndarray, palette: bool = False) -> bytes:
-    if palette:  # SegmentationClassAug: indexed colour, the pixel values are palette indices
-        image = Image.frombytes("P", array.shape[::-1], np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-        image.putpalette([(i * 37) % 256 for i in range(256 * 3)])
-    else:
-        image = Image.fromarray(array)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _jpeg(rng, height: int, width: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
-def _zip(path: Path, members: dict) -> Path:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return path
-
-
-def _tar(path: Path, members: dict, mode: str = "w") -> Path:
-    with tarfile.open(path, mode) as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
-
-
 def _tile(values, height: int, width: int) -> np.ndarray:
     flat = np.resize(np.asarray(values), height * width)
     return flat.reshape(height, width)
@@ -115,11 +81,11 @@ def _coco(dest: Path, rng, fs: FixtureSet) -> None:
         for j, stem in enumerate(stems):
             h, w = 12 + 2 * j, 10 + j
             values = _tile(rng.permutation(list(table)), h, w).astype(np.uint8)
-            images[f"{split}2017/{stem}.jpg"] = _jpeg(rng, h, w)
-            maps[f"{split}2017/{stem}.png"] = _png(values)
+            images[f"{split}2017/{stem}.jpg"] = jpeg_bytes(rng, h, w)
+            maps[f"{split}2017/{stem}.png"] = png_bytes(values)
             fs.expected["coco_stuff"][stem] = lut[values]
-        fs.files[f"{split}2017.zip"] = _zip(dest / f"{split}2017.zip", images)
-    fs.files["stuffthingmaps_trainval2017.zip"] = _zip(dest / "stuffthingmaps_trainval2017.zip", maps)
+        fs.files[f"{split}2017.zip"] = write_zip(dest / f"{split}2017.zip", images)
+    fs.files["stuffthingmaps_trainval2017.zip"] = write_zip(dest / "stuffthingmaps_trainval2017.zip", maps)
     lines = ["0: unlabeled"] + [f"{k}: fixture-coco-{k}" for k in range(1, 183)]
     (dest / "cocostuff_labels.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     fs.files["cocostuff_labels.txt"] = dest / "cocostuff_labels.txt"
@@ -137,16 +103,16 @@ def _ade150(dest: Path, rng, fs: FixtureSet) -> None:
         h, w = 9 + i, 13
         values = _tile(rng.permutation(list(table)), h, w).astype(np.uint8)
         stem = f"ADE_val_{i:08d}"
-        members[f"{base}/images/validation/{stem}.jpg"] = _jpeg(rng, h, w)
-        members[f"{base}/annotations/validation/{stem}.png"] = _png(values)
+        members[f"{base}/images/validation/{stem}.jpg"] = jpeg_bytes(rng, h, w)
+        members[f"{base}/annotations/validation/{stem}.png"] = png_bytes(values)
         fs.expected["ade20k_150"][stem] = np.vectorize(table.get)(values).astype(np.uint8)
-    members[f"{base}/images/training/ADE_train_00000001.jpg"] = _jpeg(rng, 8, 8)
-    members[f"{base}/annotations/training/ADE_train_00000001.png"] = _png(np.ones((8, 8), np.uint8))
+    members[f"{base}/images/training/ADE_train_00000001.jpg"] = jpeg_bytes(rng, 8, 8)
+    members[f"{base}/annotations/training/ADE_train_00000001.png"] = png_bytes(np.ones((8, 8), np.uint8))
     rows = ["Idx\tRatio\tTrain\tVal\tName"] + [
         f"{i}{' ' if i % 7 == 0 else ''}\t0.01\t10\t1\tfixture-ade-{i}, synonym {i} " for i in range(1, 151)
     ]
     members[f"{base}/objectInfo150.txt"] = ("\n".join(rows) + "\n").encode()
-    fs.files["ADEChallengeData2016.zip"] = _zip(dest / "ADEChallengeData2016.zip", members)
+    fs.files["ADEChallengeData2016.zip"] = write_zip(dest / "ADEChallengeData2016.zip", members)
     fs.class_names["ade20k_150"] = [f"fixture-ade-{i}, synonym {i}" for i in range(1, 151)]
     # the real ade150.json keeps the first synonyms and spells class 8 "bed " (trailing space)
     firsts = [f"fixture-ade-{i}" + (" " if i == 8 else "") for i in range(1, 151)]
@@ -157,7 +123,7 @@ def _seg_png(classes: np.ndarray, rng) -> bytes:
     r = (classes // 256) * 10 + rng.integers(0, 10, classes.shape)  # R // 10 ignores the units digit
     g = classes % 256
     b = rng.integers(0, 256, classes.shape)  # instance ids, unused
-    return _png(np.stack([r, g, b], axis=-1).astype(np.uint8))
+    return png_bytes(np.stack([r, g, b], axis=-1).astype(np.uint8))
 
 
 def _ade847(dest: Path, rng, fs: FixtureSet) -> None:
@@ -189,20 +155,20 @@ def _ade847(dest: Path, rng, fs: FixtureSet) -> None:
         ("ADE_val_00000001", small, np.vectorize(train_id)(small)),
         ("ADE_val_00000002", big, big_expected),
     ):
-        members[f"{folder}/{stem}.jpg"] = _jpeg(rng, *classes.shape)
+        members[f"{folder}/{stem}.jpg"] = jpeg_bytes(rng, *classes.shape)
         members[f"{folder}/{stem}_seg.png"] = _seg_png(classes, rng)
         folders.append(folder)
         files.append(f"{stem}.jpg")
         fs.expected["ade20k_847"][stem] = expected.astype(np.uint16)
     fs.image_sizes["ade20k_847"] = {"ADE_val_00000001": (30, 40), "ADE_val_00000002": (512, 591)}
     train_folder = f"{base}/images/ADE/training/abbey"
-    members[f"{train_folder}/ADE_train_00000001.jpg"] = _jpeg(rng, 10, 10)
+    members[f"{train_folder}/ADE_train_00000001.jpg"] = jpeg_bytes(rng, 10, 10)
     members[f"{train_folder}/ADE_train_00000001_seg.png"] = _seg_png(np.full((10, 10), 7), rng)
     folders.append(train_folder)
     files.append("ADE_train_00000001.jpg")
     index = {"filename": files, "folder": folders, "objectnames": ["-"] * 3, "scene": np.array([1, 2, 3])}
     members[f"{base}/index_ade20k.pkl"] = pickle.dumps(index)
-    fs.files["ADE20K_2021_17_01.zip"] = _zip(dest / "ADE20K_2021_17_01.zip", members)
+    fs.files["ADE20K_2021_17_01.zip"] = write_zip(dest / "ADE20K_2021_17_01.zip", members)
 
 
 def _pascal_context(dest: Path, rng, fs: FixtureSet) -> None:
@@ -212,9 +178,9 @@ def _pascal_context(dest: Path, rng, fs: FixtureSet) -> None:
 
     voc = "VOCdevkit/VOC2010"
     stems = {"2008_000002": (12, 16), "2008_000003": (10, 11), "2008_000004": (8, 8)}  # the last is a train image
-    fs.files["VOCtrainval_03-May-2010.tar"] = _tar(
+    fs.files["VOCtrainval_03-May-2010.tar"] = write_tar(
         dest / "VOCtrainval_03-May-2010.tar",
-        {f"{voc}/JPEGImages/{s}.jpg": _jpeg(rng, *hw) for s, hw in stems.items()}
+        {f"{voc}/JPEGImages/{s}.jpg": jpeg_bytes(rng, *hw) for s, hw in stems.items()}
         | {f"{voc}/ImageSets/Segmentation/val.txt": b"2008_000002\n2008_000003\n"},
     )
     # PC-59: painted in file order, later masks overwrite earlier ones.
@@ -252,7 +218,7 @@ def _pascal_context(dest: Path, rng, fs: FixtureSet) -> None:
     buf = io.BytesIO()
     savemat(buf, {"LabelMap": label_map})
     labels = "\n".join(f"{k}: fixture-pc-{k}" for k in range(1, 460)) + "\n"
-    fs.files["trainval.tar.gz"] = _tar(
+    fs.files["trainval.tar.gz"] = write_tar(
         dest / "trainval.tar.gz", {"trainval/2008_000002.mat": buf.getvalue(), "labels.txt": labels.encode()}, "w:gz"
     )
     fs.expected["pascal_context_459"] = {"2008_000002": (label_map.astype(np.int64) - 1).astype(np.uint16)}
@@ -276,13 +242,13 @@ def _voc(dest: Path, rng, fs: FixtureSet) -> None:
     for stem, values in (("2007_000033", [0, 1, 15, 20, 255, 21]), ("2007_000042", [0, 255])):
         h, w = 11, 14
         raw = _tile(rng.permutation(values), h, w).astype(np.uint8)
-        members[f"{voc}/JPEGImages/{stem}.jpg"] = _jpeg(rng, h, w)
-        aug[f"SegmentationClassAug/{stem}.png"] = _png(raw, palette=True)
+        members[f"{voc}/JPEGImages/{stem}.jpg"] = jpeg_bytes(rng, h, w)
+        aug[f"SegmentationClassAug/{stem}.png"] = png_bytes(raw, palette=True)
         fs.expected["voc20b"][stem] = np.vectorize(voc20b.get)(raw).astype(np.uint8)
         if stem == "2007_000033":  # the other one is background + boundary only: all 255 for VOC-20, dropped
             fs.expected["voc20"][stem] = np.vectorize(voc20.get)(raw).astype(np.uint8)
-    fs.files["VOCtrainval_11-May-2012.tar"] = _tar(dest / "VOCtrainval_11-May-2012.tar", members)
-    fs.files["SegmentationClassAug.zip"] = _zip(dest / "SegmentationClassAug.zip", aug)
+    fs.files["VOCtrainval_11-May-2012.tar"] = write_tar(dest / "VOCtrainval_11-May-2012.tar", members)
+    fs.files["SegmentationClassAug.zip"] = write_zip(dest / "SegmentationClassAug.zip", aug)
     vocab = names + [f"fixture-bg-{k:02d}" for k in range(1, 40)]
     _vocabulary(dest, fs, "voc20", "voc20.json", names)  # the real voc20.json = the devkit names
     _vocabulary(dest, fs, "voc20b", "voc20b.json", vocab)

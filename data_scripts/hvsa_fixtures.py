@@ -26,16 +26,15 @@ not computed by the preparation code. Try the pipeline without downloading anyth
 """
 from __future__ import annotations
 
-import io
 import json
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PIL import Image
+
+from data_scripts.fixture_files import jpeg_bytes, png_bytes, write_zip
 
 __all__ = ["HvsaFixtures", "IMCLEF_NODES", "arff_text", "build_hvsa_sources"]
 
@@ -62,25 +61,6 @@ class HvsaFixtures:
     files: dict = field(default_factory=dict)
     expected: dict = field(default_factory=dict)
     imagenet_root: Optional[Path] = None  # the miniature ILSVRC-2012 folder (train/, val/)
-
-
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _jpeg(rng, height: int, width: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
-def _zip(path: Path, members: dict) -> Path:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return path
 
 
 def arff_text(rows, labels, header: str = _HEADER) -> str:
@@ -128,17 +108,17 @@ def _cityscapes(dest: Path, rng, fs: HvsaFixtures) -> None:
             stem = f"{city}_{k:06d}_{frame:06d}"
             h, w = 6, 8
             raw = _tile(np.roll(ids, k), h, w)
-            images[f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png"] = _png(
+            images[f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png"] = png_bytes(
                 rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
             gt = f"gtFine/{split}/{city}/{stem}_gtFine"
-            labels[f"{gt}_labelIds.png"] = _png(raw if split != "test" else np.zeros_like(raw))
-            labels[f"{gt}_color.png"] = _png(rng.integers(0, 256, (h, w, 4), dtype=np.uint8))
-            labels[f"{gt}_instanceIds.png"] = _png(raw.astype(np.uint16) * 1000)
+            labels[f"{gt}_labelIds.png"] = png_bytes(raw if split != "test" else np.zeros_like(raw))
+            labels[f"{gt}_color.png"] = png_bytes(rng.integers(0, 256, (h, w, 4), dtype=np.uint8))
+            labels[f"{gt}_instanceIds.png"] = png_bytes(raw.astype(np.uint16) * 1000)
             labels[f"{gt}_polygons.json"] = json.dumps({"imgHeight": h, "imgWidth": w, "objects": []}).encode()
             if split != "test":
                 expected[stem] = (split, np.vectorize(CITYSCAPES_EXAMPLES.get)(raw).astype(np.uint8))
-    fs.files["leftImg8bit_trainvaltest.zip"] = _zip(dest / "leftImg8bit_trainvaltest.zip", images)
-    fs.files["gtFine_trainvaltest.zip"] = _zip(dest / "gtFine_trainvaltest.zip", labels)
+    fs.files["leftImg8bit_trainvaltest.zip"] = write_zip(dest / "leftImg8bit_trainvaltest.zip", images)
+    fs.files["gtFine_trainvaltest.zip"] = write_zip(dest / "gtFine_trainvaltest.zip", labels)
     fs.expected["cityscapes"] = expected
 
 
@@ -147,8 +127,8 @@ def _parsing(rng, num_classes: int, stems_by_split: dict, image_dir, label_dir, 
     for split, stems in stems_by_split.items():
         for k, stem in enumerate(stems):
             raw = _tile([(k + j) % num_classes for j in range(num_classes)] + [255], 5, 7)
-            images[f"{image_dir(split)}/{stem}.jpg"] = _jpeg(rng, 5, 7)
-            labels[f"{label_dir(split)}/{stem}.png"] = _png(raw)
+            images[f"{image_dir(split)}/{stem}.jpg"] = jpeg_bytes(rng, 5, 7)
+            labels[f"{label_dir(split)}/{stem}.png"] = png_bytes(raw)
             fs_expected[stem] = (split, raw)
     return images, labels
 
@@ -160,8 +140,8 @@ def _lip(dest: Path, rng, fs: HvsaFixtures) -> None:
                               lambda s: f"TrainVal_parsing_annotations/{s}_segmentations", expected)
     images["TrainVal_images/train_id.txt"] = "\n".join(stems["train"]).encode()
     images["TrainVal_images/val_id.txt"] = "\n".join(stems["val"]).encode()
-    fs.files["TrainVal_images.zip"] = _zip(dest / "TrainVal_images.zip", images)
-    fs.files["TrainVal_parsing_annotations.zip"] = _zip(dest / "TrainVal_parsing_annotations.zip", labels)
+    fs.files["TrainVal_images.zip"] = write_zip(dest / "TrainVal_images.zip", images)
+    fs.files["TrainVal_parsing_annotations.zip"] = write_zip(dest / "TrainVal_parsing_annotations.zip", labels)
     fs.expected["lip"] = expected
 
 
@@ -173,7 +153,7 @@ def _ppp(dest: Path, rng, fs: HvsaFixtures) -> None:
     extra = {"pascal_person_part/train_id.txt": "\n".join(stems["train"]) + "\n",
              "pascal_person_part/val_id.txt": "\n".join(stems["test"]) + "\n"}
     members = {**images, **labels, **{k: v.encode() for k, v in extra.items()}}
-    fs.files["pascal_person_part.zip"] = _zip(dest / "pascal_person_part.zip", members)
+    fs.files["pascal_person_part.zip"] = write_zip(dest / "pascal_person_part.zip", members)
     fs.expected["pascal_person_part"] = expected
 
 
@@ -193,7 +173,7 @@ def _tiered(dest: Path, rng, fs: HvsaFixtures) -> None:
         train_files = [f"{wnid}_{k}.JPEG" for k in (10026, 10027)]
         for f in train_files:
             (imagenet / "train" / wnid).mkdir(parents=True, exist_ok=True)
-            (imagenet / "train" / wnid / f).write_bytes(_jpeg(rng, 9, 13))
+            (imagenet / "train" / wnid / f).write_bytes(jpeg_bytes(rng, 9, 13))
             expected["train"].append((f"train/{wnid}/{f}", label))
         members[f"splits_tieredImageNet-H/train/{wnid}.txt"] = "\n".join(train_files) + "\n"
         for split in ("val", "test"):
@@ -202,10 +182,10 @@ def _tiered(dest: Path, rng, fs: HvsaFixtures) -> None:
             # the first class's val images are sorted into val/<wnid>/, the others lie flat in val/
             where = f"val/{wnid}/{f}" if label == 0 else f"val/{f}"
             (imagenet / where).parent.mkdir(parents=True, exist_ok=True)
-            (imagenet / where).write_bytes(_jpeg(rng, 7, 5))
+            (imagenet / where).write_bytes(jpeg_bytes(rng, 7, 5))
             members[f"splits_tieredImageNet-H/{split}/{wnid}.txt"] = f + "\n"
             expected[split].append((where, label))
-    fs.files["splits_tiered.zip"] = _zip(dest / "splits_tiered.zip", members)
+    fs.files["splits_tiered.zip"] = write_zip(dest / "splits_tiered.zip", members)
     (dest / "tiered_imagenet_isa.txt").write_text(TIERED_ISA, encoding="utf-8")
     fs.files["tiered_imagenet_isa.txt"] = dest / "tiered_imagenet_isa.txt"
     fs.imagenet_root = imagenet

@@ -20,8 +20,8 @@ from hyro_edu.hvsa.train import (ABLATIONS, PIXEL_ABLATIONS, DataNotPrepared, HV
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(toy_train=96, toy_test=48, batch_size=16, steps=6, warmup_steps=2, checkpoint_every=100,
-            eval_batch_size=24, progress=False)
-TINY_PIXEL = dict(TINY, pixel_samples=16, batch_size=8)
+            eval_batch_size=24, progress=False, toy_pretrain_steps=3)
+TINY_PIXEL = dict(TINY, pixel_samples=16, batch_size=8, toy_pretrain_steps=0)
 
 
 @pytest.fixture(autouse=True)
@@ -133,6 +133,10 @@ def test_config_errors_name_the_key_before_anything_starts(tmp_path):
         load_config("toy", {"steps": 10})
     with pytest.raises(ValueError, match=r"did you mean 'toy'"):
         load_config("toyy")
+    with pytest.raises(ValueError, match=r"toy_pretrain_steps must be 0 unless backbone is 'toy_cnn'"):
+        load_config("toy_pixel", {"toy_pretrain_steps": 10})
+    with pytest.raises(ValueError, match=r"toy_pretrain_steps must be an integer >= 0"):
+        load_config("toy", {"toy_pretrain_steps": -1})
     # a full-size dataset that is not prepared: the error names the key and the command, and
     # nothing is written
     config = load_config("imclef07a")
@@ -147,7 +151,8 @@ def test_shipped_configs_and_their_recipes():
                                         "cityscapes", "lip", "pascal_person_part"}
     toy = load_config("toy")
     assert (toy.d, toy.n, toy.visual_hidden, toy.semantic_hidden, toy.decoder_hidden) == (
-        32, 32, (32, 32, 16), (32, 16), (16, 32, 32))
+        32, 32, (128, 128, 64), (128, 64), (64, 128, 128))
+    assert toy.toy_pretrain_steps == 1500 and load_config("toy_pixel").toy_pretrain_steps == 0
     assert (toy.alpha, toy.beta, toy.gamma, toy.K, toy.c, toy.steps, toy.batch_size) == (0.2, 4, 1, 0.1, 1, 400, 64)
     city = load_config("cityscapes")
     assert (city.optimizer, city.batch_size, city.steps, city.crop_size) == ("sgd", 8, 80_000, (512, 1024))
@@ -205,3 +210,35 @@ def test_the_command_line_helps_without_torch_and_exits_2_on_a_bad_key(tmp_path)
     assert cases[1].startswith("case 2 ") and "dataset 'imclef07a'" in cases[1]
     assert "python -m data_scripts.prepare --datasets imclef07a" in cases[1]
     assert lines[-1] == "lightning False"
+
+
+def test_the_toy_cnn_is_pretrained_once_deterministically_and_the_model_starts_from_it(monkeypatch):
+    from hyro_edu.hvsa.backbones import build_backbone
+    from hyro_edu.hvsa.train import build_data, build_model, pretrain
+
+    config = load_config("toy", overrides=dict(TINY, toy_pretrain_steps=4))
+    state = pretrain.pretrained_toy_cnn(config)
+    fresh = build_backbone("toy_cnn").state_dict()
+    assert state.keys() == fresh.keys()
+    assert any(not torch.equal(state[k], fresh[k]) for k in state if state[k].is_floating_point())
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached weights were trained again")
+
+    monkeypatch.setattr(pretrain, "pretrain_toy_cnn", no_training)
+    cached = pretrain.pretrained_toy_cnn(config)  # from the cache
+    assert all(torch.equal(cached[k], state[k]) for k in state)
+    model = build_model(config, build_data(config).tree)
+    assert all(torch.equal(model.backbone.state_dict()[k], state[k]) for k in state)
+    monkeypatch.undo()
+
+    # deterministic: the same steps and seed give the same weights, another seed others
+    images = torch.randn(40, 3, 32, 32)
+    leaves = (torch.rand(40, 54) < 0.05).float()
+    a = pretrain.pretrain_toy_cnn(images, leaves, steps=2, seed=0)
+    b = pretrain.pretrain_toy_cnn(images, leaves, steps=2, seed=0)
+    c = pretrain.pretrain_toy_cnn(images, leaves, steps=2, seed=1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+    with pytest.raises(ValueError, match=r"images must be \(N, 3, S, S\) and leaves \(N, K\)"):
+        pretrain.pretrain_toy_cnn(images, leaves[:5], steps=1)

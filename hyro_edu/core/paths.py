@@ -19,7 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["data_root", "cache_dir", "checkpoint_dir", "atomic_torch_save"]
+__all__ = ["data_root", "cache_dir", "checkpoint_dir", "atomic_torch_save", "load_cached"]
 
 
 def _from_env(var: str, default: str) -> Path:
@@ -65,3 +65,18 @@ def atomic_torch_save(obj, path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def load_cached(path):
+    """What :func:`hyro_edu.core.paths.atomic_torch_save` wrote at ``path`` (tensors only, on the
+    CPU), or ``None`` when there is no file or it cannot be read (a damaged cache entry is rebuilt
+    by the caller, never trusted)."""
+    import torch  # lazy: this module is imported by tools that need no torch
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any unreadable file counts as absent
+        return None

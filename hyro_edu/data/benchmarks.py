@@ -53,17 +53,13 @@ Reference: CAT-Seg :cite:`cho2024catseg` and its released code (CAT-Seg reposito
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import Dataset
-
-from hyro_edu.core.paths import data_root
+from hyro_edu.data.prepared import (MARKER_NAME, ManifestPairs, check_marker, clear_marker, lookup,
+                                    not_prepared_message, preparation_command, read_image, read_label, read_manifest,
+                                    resolve_root, write_json)
 
 __all__ = [
     "BenchmarkInfo",
@@ -87,7 +83,6 @@ __all__ = [
 #: 2: ``eval_class_names`` are CAT-Seg's vocabulary files (1: the metadata names). The labels did
 #: not change, so re-running the preparation command reuses them.
 LAYOUT_VERSION = 2
-MARKER_NAME = ".prepared.json"
 
 
 @dataclass(frozen=True)
@@ -131,36 +126,26 @@ class DatasetNotPreparedError(FileNotFoundError):
 
 def benchmark_info(name: str) -> BenchmarkInfo:
     """The :class:`BenchmarkInfo` of ``name``; ``ValueError`` listing the known keys otherwise."""
-    if name not in BENCHMARKS:
-        raise ValueError(f"name must be one of {sorted(BENCHMARKS)}, got {name!r}")
-    return BENCHMARKS[name]
-
-
-def _root(root) -> Path:
-    return data_root() if root is None else Path(root).expanduser()
+    return lookup(BENCHMARKS, name)
 
 
 def benchmark_dir(name: str, root=None) -> Path:
     """``<root>/<name>``, where the prepared benchmark lives (``root`` defaults to ``$HYRO_EDU_DATA``)."""
     benchmark_info(name)
-    return _root(root) / name
+    return resolve_root(root) / name
 
 
 def prepare_command(name: str, root=None, split: Optional[str] = None) -> str:
     """The command that prepares ``name`` under ``root`` (for a COCO-Stuff ``split``: both splits)."""
-    cmd = f"python -m data_scripts.prepare --datasets {name} --root {_root(root)}"
+    cmd = preparation_command(name, root)
     if name == "coco_stuff" and split is not None:
         cmd += " --coco-stuff-splits train val"  # the marker lists the splits of the last run: ask for both
     return cmd
 
 
 def _not_prepared(name: str, root, reason: str, split: Optional[str] = None) -> DatasetNotPreparedError:
-    info = benchmark_info(name)
-    return DatasetNotPreparedError(
-        f"{info.title} is not prepared under {benchmark_dir(name, root)} ({reason}). Prepare it with\n"
-        f"    {prepare_command(name, root, split)}\n"
-        "from the hyro-edu repository root (add --dry-run to list what is missing, --force to redo it)."
-    )
+    return DatasetNotPreparedError(not_prepared_message(benchmark_info(name).title, benchmark_dir(name, root), reason,
+                                                        prepare_command(name, root, split)))
 
 
 def check_prepared(name: str, split: Optional[str] = None, root=None) -> dict:
@@ -170,42 +155,25 @@ def check_prepared(name: str, split: Optional[str] = None, root=None) -> dict:
     The message names the command to run.
     """
     info = benchmark_info(name)
-    if split is not None and split not in info.splits:
-        raise ValueError(f"split must be one of {list(info.splits)} for {name}, got {split!r}")
-    marker = benchmark_dir(name, root) / MARKER_NAME
-    if not marker.is_file():
-        raise _not_prepared(name, root, f"no completion marker {marker.name}: never prepared or interrupted", split)
-    try:
-        content = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise _not_prepared(name, root, f"unreadable completion marker: {exc}", split) from None
-    version = content.get("layout_version")
-    if version != LAYOUT_VERSION:
+
+    def version_problem(content: dict) -> Optional[str]:
+        version = content.get("layout_version")
+        if version == LAYOUT_VERSION:
+            return None
         if version == 1:
             how = ("version 1 used the metadata names as the vocabulary; run the command below "
                    "again (the converted labels are reused, the vocabulary is downloaded)")
         else:
             how = "rerun with --force"
-        raise _not_prepared(
-            name, root, f"prepared with layout version {version}, this code reads "
-            f"{LAYOUT_VERSION}; {how}", split
-        )
-    if split is not None and split not in content.get("splits", {}):
-        raise _not_prepared(name, root, f"split {split!r} was not prepared, only {sorted(content.get('splits', {}))}", split)
-    return content
+        return f"prepared with layout version {version}, this code reads {LAYOUT_VERSION}; {how}"
 
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    return check_marker(benchmark_dir(name, root), name, info.splits, split, version_problem=version_problem,
+                        not_prepared=lambda reason: _not_prepared(name, root, reason, split))
 
 
 def clear_prepared(name: str, root=None) -> None:
     """Remove the completion marker of ``name`` (the first step of every (re)preparation)."""
-    marker = benchmark_dir(name, root) / MARKER_NAME
-    if marker.exists():
-        marker.unlink()
+    clear_marker(benchmark_dir(name, root))
 
 
 def write_prepared(
@@ -225,7 +193,7 @@ def write_prepared(
     collapses predictions (PAS-20b).
     """
     info = benchmark_info(name)
-    root = _root(root)
+    root = resolve_root(root)
     names = [str(n) for n in class_names]
     if len(names) != info.num_classes:
         raise ValueError(f"class_names must have {info.num_classes} entries for {name}, got {len(names)}")
@@ -241,8 +209,8 @@ def write_prepared(
                     raise ValueError(f"manifest[{split!r}] names {rel}, which does not exist under {root}")
     directory = benchmark_dir(name, root)
     directory.mkdir(parents=True, exist_ok=True)
-    _write_json(directory / "classes.json", {"class_names": names, "eval_class_names": vocab, "sources": sources or {}})
-    _write_json(directory / "manifest.json", {split: [list(p) for p in pairs] for split, pairs in manifest.items()})
+    write_json(directory / "classes.json", {"class_names": names, "eval_class_names": vocab, "sources": sources or {}})
+    write_json(directory / "manifest.json", {split: [list(p) for p in pairs] for split, pairs in manifest.items()})
     marker = {
         "benchmark": name,
         "layout_version": LAYOUT_VERSION,
@@ -250,7 +218,7 @@ def write_prepared(
         "ignore_index": info.ignore_index,
         "splits": {split: len(pairs) for split, pairs in manifest.items()},
     }
-    _write_json(directory / MARKER_NAME, marker)
+    write_json(directory / MARKER_NAME, marker)
     return directory / MARKER_NAME
 
 
@@ -283,23 +251,7 @@ def prompt_name(name: str) -> str:
     return name.split(", ", 1)[0]
 
 
-def read_image(path) -> torch.Tensor:
-    """An RGB image file as a uint8 tensor (3, H, W)."""
-    with Image.open(path) as im:
-        array = np.asarray(im.convert("RGB"))
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
-
-
-def read_label(path) -> torch.Tensor:
-    """A label map (uint8 PNG or uint16 TIFF) as an int64 tensor (H, W), values unchanged."""
-    with Image.open(path) as im:
-        array = np.asarray(im)
-    if array.ndim != 2:
-        raise ValueError(f"label file {path} must hold a single-channel label map, got shape {array.shape}")
-    return torch.from_numpy(array.astype(np.int64))
-
-
-class SegmentationBenchmark(Dataset):
+class SegmentationBenchmark(ManifestPairs):
     """One prepared benchmark split as a map-style dataset of ``{"image", "label", "name"}`` samples.
 
     ``image`` is uint8 (3, H, W), ``label`` int64 (H, W) with values in ``[0, num_classes)`` or
@@ -321,42 +273,17 @@ class SegmentationBenchmark(Dataset):
 
     def __init__(self, name: str, split: Optional[str] = None, root=None, transform: Optional[Callable] = None):
         self.info = benchmark_info(name)
-        split = self.info.splits[-1] if split is None else split
-        if split not in self.info.splits:
-            raise ValueError(f"split must be one of {list(self.info.splits)} for {name}, got {split!r}")
-        if transform is not None and not callable(transform):
-            raise ValueError(f"transform must be callable or None, got {type(transform).__name__}")
-        self.name, self.split, self.root, self.transform = name, split, _root(root), transform
-        marker = check_prepared(name, split, self.root)
+        self._select(name, self.info.splits, split, root, transform)
+        marker = check_prepared(name, self.split, self.root)
         classes = _classes(name, self.root)
-        manifest_path = benchmark_dir(name, self.root) / "manifest.json"
-        try:
-            pairs = json.loads(manifest_path.read_text(encoding="utf-8"))[split]
-        except (OSError, ValueError, KeyError) as exc:
-            raise _not_prepared(name, self.root, f"cannot read {manifest_path.name}: {exc!r}", split) from None
-        if len(pairs) != marker["splits"][split]:
-            raise _not_prepared(name, self.root, "manifest and completion marker disagree; rerun with --force", split)
-        self._pairs = [(str(a), str(b)) for a, b in pairs]
+        self._pairs = read_manifest(benchmark_dir(name, self.root), self.split, marker,
+                                    lambda reason: _not_prepared(name, self.root, reason, self.split))
         self.class_names = tuple(classes["class_names"])
         self.eval_class_names = tuple(classes.get("eval_class_names") or self.class_names)
         self.prompt_names = tuple(prompt_name(n) for n in self.eval_class_names)
         self.num_classes = self.info.num_classes
         self.ignore_index = self.info.ignore_index
         self.collapse_background_at = self.info.collapse_background_at
-
-    def __len__(self) -> int:
-        return len(self._pairs)
-
-    def __getitem__(self, index: int) -> dict:
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -len(self) <= index < len(self):
-            raise IndexError(f"index must be an integer in [{-len(self)}, {len(self) - 1}], got {index!r}")
-        image_rel, label_rel = self._pairs[index]
-        sample = {
-            "image": read_image(self.root / image_rel),
-            "label": read_label(self.root / label_rel),
-            "name": Path(label_rel).stem,
-        }
-        return self.transform(sample) if self.transform is not None else sample
 
     def __repr__(self) -> str:
         return f"SegmentationBenchmark({self.name!r}, split={self.split!r}, {len(self)} images, root={str(self.root)!r})"

@@ -1,7 +1,9 @@
 """HVSA's datasets as PyTorch datasets, read from the layouts that ``data_scripts.prepare`` writes.
 
-HVSA is evaluated on hierarchical multi-label data (ImCLEF07A/D), hierarchical classification
-(tieredImageNet-H) and hierarchical segmentation (Cityscapes, LIP, PASCAL-Person-Part).
+HVSA :cite:`hvsa` is evaluated on hierarchical multi-label data (ImCLEF07A/D,
+:cite:`dimitrovski2011imclef`), hierarchical classification (tieredImageNet-H) and hierarchical
+segmentation (Cityscapes :cite:`cordts2016cityscapes`, LIP :cite:`gong2017lip`,
+PASCAL-Person-Part :cite:`chen2014pascalpart`, with HSSN's hierarchies :cite:`li2022hssn`).
 ``python -m data_scripts.prepare --datasets imclef07a cityscapes ...`` (or ``--datasets hvsa``;
 run from the repository root) downloads or takes the raw files, converts them and writes, under
 the data root
@@ -60,7 +62,6 @@ al., CVPR 2020) for tieredImageNet-H's splits and hierarchy.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -70,8 +71,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from hyro_edu.core.paths import data_root
 from hyro_edu.data import benchmarks as _benchmarks
+from hyro_edu.data.prepared import (MARKER_NAME, ManifestPairs, check_index, check_marker, clear_marker, lookup,
+                                    not_prepared_message, preparation_command, read_manifest, resolve_root, write_json)
 from hyro_edu.hierarchy.trees import Tree
 
 __all__ = [
@@ -103,7 +105,6 @@ __all__ = [
 ]
 
 LAYOUT_VERSION = 1
-MARKER_NAME = _benchmarks.MARKER_NAME
 #: Name of the node added above ImCLEF07's top-level nodes (the ARFF's implicit root).
 VIRTUAL_ROOT = "root"
 
@@ -178,32 +179,23 @@ class DatasetNotPreparedError(_benchmarks.DatasetNotPreparedError):
 
 def dataset_info(name: str) -> DatasetInfo:
     """The :class:`DatasetInfo` of ``name``; ``ValueError`` listing the known keys otherwise."""
-    if name not in DATASETS:
-        raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")
-    return DATASETS[name]
-
-
-def _root(root) -> Path:
-    return data_root() if root is None else Path(root).expanduser()
+    return lookup(DATASETS, name)
 
 
 def dataset_dir(name: str, root=None) -> Path:
     """``<root>/<name>``, where the prepared dataset lives."""
     dataset_info(name)
-    return _root(root) / name
+    return resolve_root(root) / name
 
 
 def prepare_command(name: str, root=None) -> str:
     """The command that prepares ``name`` under ``root``."""
-    return f"python -m data_scripts.prepare --datasets {name} --root {_root(root)}"
+    return preparation_command(name, root)
 
 
 def _not_prepared(name: str, root, reason: str) -> DatasetNotPreparedError:
-    return DatasetNotPreparedError(
-        f"{dataset_info(name).title} is not prepared under {dataset_dir(name, root)} ({reason}). "
-        f"Prepare it with\n    {prepare_command(name, root)}\n"
-        "from the hyro-edu repository root (add --dry-run to list what is missing, --force to redo it)."
-    )
+    return DatasetNotPreparedError(not_prepared_message(dataset_info(name).title, dataset_dir(name, root), reason,
+                                                        prepare_command(name, root)))
 
 
 def check_prepared(name: str, split: Optional[str] = None, root=None) -> dict:
@@ -212,36 +204,20 @@ def check_prepared(name: str, split: Optional[str] = None, root=None) -> dict:
     Also raised for a marker of another layout version, or when ``split`` was not prepared.
     """
     info = dataset_info(name)
-    if split is not None and split not in info.splits:
-        raise ValueError(f"split must be one of {list(info.splits)} for {name}, got {split!r}")
-    marker = dataset_dir(name, root) / MARKER_NAME
-    if not marker.is_file():
-        raise _not_prepared(name, root, f"no completion marker {MARKER_NAME}: never prepared or interrupted")
-    try:
-        content = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise _not_prepared(name, root, f"unreadable completion marker: {exc}") from None
-    if content.get("layout_version") != LAYOUT_VERSION or content.get("dataset") != name:
-        raise _not_prepared(
-            name, root, f"marker of layout version {content.get('layout_version')} for "
-            f"{content.get('dataset')!r}, this code reads version {LAYOUT_VERSION}; rerun with --force"
-        )
-    if split is not None and split not in content.get("splits", {}):
-        raise _not_prepared(name, root, f"split {split!r} was not prepared, only {sorted(content.get('splits', {}))}")
-    return content
 
+    def version_problem(content: dict) -> Optional[str]:
+        if content.get("layout_version") == LAYOUT_VERSION and content.get("dataset") == name:
+            return None
+        return (f"marker of layout version {content.get('layout_version')} for "
+                f"{content.get('dataset')!r}, this code reads version {LAYOUT_VERSION}; rerun with --force")
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    return check_marker(dataset_dir(name, root), name, info.splits, split, version_problem=version_problem,
+                        not_prepared=lambda reason: _not_prepared(name, root, reason))
 
 
 def clear_prepared(name: str, root=None) -> None:
     """Remove the completion marker of ``name`` (the first step of every (re)preparation)."""
-    marker = dataset_dir(name, root) / MARKER_NAME
-    if marker.exists():
-        marker.unlink()
+    clear_marker(dataset_dir(name, root))
 
 
 def write_prepared(name: str, root, *, splits: dict, files: Sequence[str], sources: Optional[dict] = None) -> Path:
@@ -264,7 +240,7 @@ def write_prepared(name: str, root, *, splits: dict, files: Sequence[str], sourc
         "splits": {s: int(n) for s, n in splits.items()},
         "sources": sources or {},
     }
-    _write_json(directory / MARKER_NAME, marker)
+    write_json(directory / MARKER_NAME, marker)
     return directory / MARKER_NAME
 
 
@@ -342,7 +318,7 @@ class ImCLEF07(Dataset):
         info = dataset_info(name)
         if info.kind != "multilabel":
             raise ValueError(f"name must be 'imclef07a' or 'imclef07d', got {name!r}")
-        self.name, self.split, self.root = name, split, _root(root)
+        self.name, self.split, self.root = name, split, resolve_root(root)
         marker = check_prepared(name, split, self.root)
         directory = dataset_dir(name, self.root)
         try:
@@ -369,8 +345,7 @@ class ImCLEF07(Dataset):
         return len(self.features)
 
     def __getitem__(self, index: int):
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -len(self) <= index < len(self):
-            raise IndexError(f"index must be an integer in [{-len(self)}, {len(self) - 1}], got {index!r}")
+        check_index(index, len(self))
         return self.features[index], self.labels[index]
 
     def __repr__(self) -> str:
@@ -392,7 +367,7 @@ def flip_permutation(name: str) -> torch.Tensor:
     return perm
 
 
-class HierarchicalSegmentation(Dataset):
+class HierarchicalSegmentation(ManifestPairs):
     """One prepared split of Cityscapes, LIP or PASCAL-Person-Part as ``{"image", "label", "name"}`` samples.
 
     ``image`` uint8 (3, H, W); ``label`` int64 (H, W) with class ids in ``[0, num_classes)`` or
@@ -407,39 +382,14 @@ class HierarchicalSegmentation(Dataset):
         if self.info.kind != "segmentation":
             raise ValueError(f"name must be one of {[k for k, i in DATASETS.items() if i.kind == 'segmentation']}, "
                              f"got {name!r}")
-        split = self.info.splits[-1] if split is None else split
-        if split not in self.info.splits:
-            raise ValueError(f"split must be one of {list(self.info.splits)} for {name}, got {split!r}")
-        if transform is not None and not callable(transform):
-            raise ValueError(f"transform must be callable or None, got {type(transform).__name__}")
-        self.name, self.split, self.root, self.transform = name, split, _root(root), transform
-        marker = check_prepared(name, split, self.root)
-        manifest_path = dataset_dir(name, self.root) / "manifest.json"
-        try:
-            pairs = json.loads(manifest_path.read_text(encoding="utf-8"))[split]
-        except (OSError, ValueError, KeyError) as exc:
-            raise _not_prepared(name, self.root, f"cannot read {manifest_path.name}: {exc!r}") from None
-        if len(pairs) != marker["splits"][split]:
-            raise _not_prepared(name, self.root, "manifest and completion marker disagree; rerun with --force")
-        self._pairs = [(str(a), str(b)) for a, b in pairs]
+        self._select(name, self.info.splits, split, root, transform)
+        marker = check_prepared(name, self.split, self.root)
+        self._pairs = read_manifest(dataset_dir(name, self.root), self.split, marker,
+                                    lambda reason: _not_prepared(name, self.root, reason))
         self.class_names = self.info.class_names
         self.num_classes = len(self.class_names)
         self.ignore_index = self.info.ignore_index
         self.flip_pairs = self.info.flip_pairs
-
-    def __len__(self) -> int:
-        return len(self._pairs)
-
-    def __getitem__(self, index: int) -> dict:
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -len(self) <= index < len(self):
-            raise IndexError(f"index must be an integer in [{-len(self)}, {len(self) - 1}], got {index!r}")
-        image_rel, label_rel = self._pairs[index]
-        sample = {
-            "image": _benchmarks.read_image(self.root / image_rel),
-            "label": _benchmarks.read_label(self.root / label_rel),
-            "name": Path(label_rel).stem,
-        }
-        return self.transform(sample) if self.transform is not None else sample
 
     def __repr__(self) -> str:
         return f"HierarchicalSegmentation({self.name!r}, split={self.split!r}, {len(self)} images)"
@@ -503,7 +453,7 @@ class TieredImageNetH(Dataset):
         if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
                                        or image_size < 1):
             raise ValueError(f"image_size must be a positive integer or None, got {image_size!r}")
-        self.split, self.root, self.transform, self.image_size = split, _root(root), transform, image_size
+        self.split, self.root, self.transform, self.image_size = split, resolve_root(root), transform, image_size
         marker = check_prepared(name, split, self.root)
         directory = dataset_dir(name, self.root)
         try:
@@ -524,8 +474,7 @@ class TieredImageNetH(Dataset):
         return len(self._samples)
 
     def __getitem__(self, index: int) -> dict:
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -len(self) <= index < len(self):
-            raise IndexError(f"index must be an integer in [{-len(self)}, {len(self) - 1}], got {index!r}")
+        check_index(index, len(self))
         path, label = self._samples[index]
         with Image.open(self.imagenet_root / path) as im:
             im = im.convert("RGB")

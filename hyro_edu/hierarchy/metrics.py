@@ -7,10 +7,10 @@ r"""Hierarchical evaluation: MAP, CMAP, constraint violation, top-1 error and pe
     \mathrm{mIoU}^l = \frac{1}{|C_l|} \sum_{c \in C_l} \frac{TP_c}{TP_c + FP_c + FN_c}
 
 These are the metrics of HVSA :cite:`hvsa` (Sec. 5 and appendix B.2, Eqs. 15-16): MAP, CMAP
-and CV for hierarchical multi-label classification (taken there from Patel et al., ICLR 2022,
+and CV for hierarchical multi-label classification (taken there from Patel et al. :cite:`patel2022boxmlc`,
 whose released code is the repository ``iesl/box-mlc-iclr-2022``), top-1 error for
-tieredImageNet-H, and mIoU per hierarchy level for segmentation (taken there from Li et al.,
-CVPR 2022, HSSN).
+tieredImageNet-H, and mIoU per hierarchy level for segmentation (taken there from HSSN,
+Li et al. :cite:`li2022hssn`).
 
 **Hierarchies.** Every function that needs the label order takes ``hierarchy``, either
 

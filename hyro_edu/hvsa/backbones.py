@@ -31,8 +31,7 @@ the head's ``in_dim``) and ``dense`` (``True``: features ``(B, D, H', W')``, sco
 * ``"resnet18"`` — ``torchvision.models.resnet18`` with its classifier removed: the pooled
   512-d feature (tieredImageNet-H).  ``pretrained=True`` passes
   ``weights=ResNet18_Weights.IMAGENET1K_V1`` to torchvision (a download on first use).
-* ``"deeplabv3plus_resnet101"`` — DeepLabV3+ (Chen et al., ECCV 2018, "Encoder-Decoder with
-  Atrous Separable Convolution", arXiv:1802.02611) on ``torchvision.models.resnet101`` with
+* ``"deeplabv3plus_resnet101"`` — DeepLabV3+ (Chen et al. :cite:`chen2018deeplabv3plus`, arXiv:1802.02611) on ``torchvision.models.resnet101`` with
   ``replace_stride_with_dilation=[False, True, True]`` (output stride 8; ``pretrained=True``:
   ``weights=ResNet101_Weights.IMAGENET1K_V1``).  Encoder: ASPP on ``layer4``
   (``torchvision.models.segmentation.deeplabv3.ASPP``, rates (12, 24, 36), 256 channels: a 1x1

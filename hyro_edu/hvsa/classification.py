@@ -11,7 +11,7 @@ label vectors :math:`y` (:func:`hyro_edu.hvsa.taxonomy.path_labels`).
 * ``"leaf_ce"``: softmax cross-entropy over the leaves.
 * ``"level_ce"``: softmax cross-entropy per level (``depth_cuts`` of
   :class:`hyro_edu.hvsa.taxonomy.LabelTaxonomy`), summed over levels.
-* ``"focal"`` (default for pixels): the softmax focal loss of Lin et al. (ICCV 2017, the paper's
+* ``"focal"`` (default for pixels): the softmax focal loss of Lin et al. :cite:`lin2017focal` (the paper's
   reference for it) per level, :math:`\mathrm{FL} = -(1 - p_t)^{\gamma_f}\log p_t` with
   :math:`\gamma_f` = ``focal_gamma`` (2), without the class weight :math:`\alpha_t`, averaged over
   the labelled entries of each level (``ignore_index`` skipped) and summed over levels.

@@ -1,5 +1,5 @@
-"""The training engine every system shares: configs with ``--set`` overrides (``config``), run directories, resume and interruption by SIGINT/SIGTERM (``runs``), Lightning set-up, progress and logs (``lightning``), and command-line scaffolding (``cli``)."""
+"""The training engine every system shares: configs with ``--set`` overrides (``config``), run directories, resume and interruption by SIGINT/SIGTERM (``runs``), Lightning set-up, progress and logs (``lightning``), fitting one attempt of a run with resume and interruption (``fit``), the resumable data stream (``stream``), and command-line scaffolding (``cli``)."""
 from hyro_edu.core.lazy import lazy_submodules
 
-__all__ = ["config", "runs", "lightning", "cli"]
+__all__ = ["config", "runs", "lightning", "fit", "stream", "cli"]
 __getattr__, __dir__ = lazy_submodules(__name__, __all__)

@@ -1,31 +1,36 @@
 """Command-line scaffolding for the systems' ``python -m ...`` trainers.
 
 :func:`config_parser` builds the common options (``--config``, ``--set KEY=VALUE``, ``--root``,
-``--retrain``, ``--print-config``); nothing heavy is imported to build it, so ``--help`` answers
-at once.  :func:`parse_or_exit` turns every ``ValueError``/``TypeError`` raised while reading
-and checking the config into ``parser.error`` (status 2, the message names the key and the
-allowed values) -- before torch, Lightning or any model loads.  :func:`run_or_exit` runs the
-training and turns :class:`~hyro_edu.training.runs.TrainingInterrupted` into the message
-"interrupted at step N; run the same command to resume" on stderr and the exit status 130
-(SIGINT) or 143 (SIGTERM).
+``--retrain``, ``--print-config``, and ``--data-root`` where asked); nothing heavy is imported to
+build it, so ``--help`` answers at once.  :func:`parse_or_exit` turns every
+``ValueError``/``TypeError`` raised while reading and checking the config into ``parser.error``
+(status 2, the message names the key and the allowed values) -- before torch, Lightning or any
+model loads; :func:`hyro_edu.training.cli.load_or_exit` and
+:func:`hyro_edu.training.cli.run_dir_or_exit` apply it to reading the config and to checking its
+run directory, and :func:`hyro_edu.training.cli.print_config` answers ``--print-config``.
+:func:`run_or_exit` runs the training and turns
+:class:`~hyro_edu.training.runs.TrainingInterrupted` into the message "interrupted at step N; run
+the same command to resume" on stderr and the exit status 130 (SIGINT) or 143 (SIGTERM).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import textwrap
-from typing import Callable, Sequence, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
 
 from hyro_edu.training.runs import RunConflict, TrainingInterrupted
 
-__all__ = ["config_parser", "parse_or_exit", "run_or_exit"]
+__all__ = ["config_parser", "parse_or_exit", "load_or_exit", "print_config", "run_dir_or_exit", "run_or_exit"]
 
 T = TypeVar("T")
 
 
 def config_parser(prog: str, description: str, *, configs: Sequence[str], default: str,
-                  epilog: str = "") -> argparse.ArgumentParser:
-    """An ``ArgumentParser`` with the options every trainer shares."""
+                  epilog: str = "", data_root: bool = False) -> argparse.ArgumentParser:
+    """An ``ArgumentParser`` with the options every trainer shares (``configs``: the shipped config
+    names, ``default`` the one used without ``--config``); ``data_root`` adds ``--data-root``."""
     parser = argparse.ArgumentParser(prog=prog, description=textwrap.fill(description, 79),
                                      epilog=epilog or None,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,6 +43,8 @@ def config_parser(prog: str, description: str, *, configs: Sequence[str], defaul
     parser.add_argument("--retrain", action="store_true",
                         help="ignore and overwrite an existing result and checkpoint of this run name")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    if data_root:
+        parser.add_argument("--data-root", default=None, help="prepared datasets (default $HYRO_EDU_DATA)")
     return parser
 
 
@@ -49,6 +56,30 @@ def parse_or_exit(parser: argparse.ArgumentParser, check: Callable[[], T]) -> T:
         parser.error(str(err))
     except (ValueError, TypeError) as err:
         parser.error(str(err))
+
+
+def load_or_exit(parser: argparse.ArgumentParser, args: argparse.Namespace, load_config: Callable) -> Any:
+    """The resolved config ``load_config(args.config, args.overrides).resolved()``; every error in it
+    is reported by ``parser.error`` (exit status 2, :func:`hyro_edu.training.cli.parse_or_exit`)."""
+    return parse_or_exit(parser, lambda: load_config(args.config, args.overrides).resolved())
+
+
+def print_config(config) -> int:
+    """Print ``config.to_dict()`` as YAML, in field order (the answer to ``--print-config``); returns 0."""
+    import yaml
+
+    print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def run_dir_or_exit(parser: argparse.ArgumentParser, args: argparse.Namespace, config,
+                    run_dir: Callable[..., Path], check_run_dir: Callable[..., Path]) -> Path:
+    """``run_dir(config, args.root)``; unless ``--retrain``, ``check_run_dir(config, args.root)``
+    first reports a directory of another config by ``parser.error`` (exit status 2)."""
+    directory = run_dir(config, args.root)
+    if not args.retrain:
+        parse_or_exit(parser, lambda: check_run_dir(config, args.root))
+    return directory
 
 
 def run_or_exit(parser: argparse.ArgumentParser, work: Callable[[], int]) -> int:

@@ -26,11 +26,13 @@ from typing import Optional, Sequence, Union
 __all__ = [
     "RUN_FILE",
     "METRICS_FILE",
+    "RESULT_FILE",
     "RunConflict",
     "read_run",
     "check_run",
     "claim_run",
     "write_json",
+    "summary_line",
     "TrainingInterrupted",
     "InterruptGuard",
     "exit_code",
@@ -40,6 +42,8 @@ __all__ = [
 RUN_FILE = "run.json"
 #: Evaluation metrics of a finished run, beside the logs.
 METRICS_FILE = "metrics.json"
+#: The finished run: its metrics and trained tensors, written last.
+RESULT_FILE = "result.pt"
 
 
 class RunConflict(ValueError):
@@ -68,6 +72,20 @@ def write_json(path: Union[str, Path], obj) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def summary_line(result: dict, *, decimals: int) -> str:
+    """One line on a run's result: ``trained N steps in T s``, ``resumed at K, N - K steps in T s
+    (N in total)`` or ``loaded finished run (N steps)``, from ``result["steps"]``, ``["loaded"]``,
+    ``["resumed_from"]`` and ``["train_seconds"]`` (``T`` with ``decimals`` digits)."""
+    steps = int(result["steps"])
+    if result.get("loaded"):
+        return f"loaded finished run ({steps} steps)"
+    start = result.get("resumed_from")
+    seconds = f"{result['train_seconds']:.{decimals}f}"
+    if start:
+        return f"resumed at {start}, {steps - start} steps in {seconds} s ({steps} in total)"
+    return f"trained {steps} steps in {seconds} s"
 
 
 def read_run(directory: Union[str, Path]) -> Optional[dict]:

@@ -15,7 +15,8 @@ Usage (a notebook)::
     result["metrics"]            # {"map", "cmap", "cv", "cv_edges", "map_per_level", "kl", "hm"}
 
 Shipped configs (:func:`available_configs`): ``toy`` (image level, CPU-sized: the toy world at
-32 px, 3,000 / 1,000 scenes, ``toy_cnn``, d = n = 32, 400 steps of 64), ``toy_pixel`` (the tiny
+32 px, 3,000 / 1,000 scenes, ``toy_cnn`` pretrained on the training scenes, d = n = 32, 400
+steps of 64), ``toy_pixel`` (the tiny
 FCN, per-level focal loss, 32 pixels per image for KL and RECON, batch 32 x 300 steps), and one per paper
 setting with the hyper-parameters of the paper's Sec. 5.1 (``imclef07a``, ``imclef07d``,
 ``tiered_imagenet_h``, ``cityscapes``, ``lip``, ``pascal_person_part``), which need
@@ -37,14 +38,15 @@ Command line::
     python -m hyro_edu.hvsa.train --config cityscapes --print-config
 
 The package: :mod:`.config` (:class:`HVSATrainConfig`, :func:`check_data`), :mod:`.data` (the
-resumable stream, the toy world, the prepared datasets), :mod:`.task` (the Lightning task, the
+resumable stream, the toy world, the prepared datasets), :mod:`.pretrain` (the toy CNN's
+pretrained weights), :mod:`.task` (the Lightning task, the
 schedule, evaluation), :mod:`.run` (:func:`train`, :func:`load_result`, :func:`load_trained`) and
 ``__main__``.  Every name below is importable from here; the submodules load on first use, so
 ``python -m hyro_edu.hvsa.train --help`` imports neither torch nor Lightning.
 """
 from __future__ import annotations
 
-import importlib
+from hyro_edu.core.lazy import lazy_names
 
 #: The image-level variants of our CPU plan (HVSA Tables 6-7): V1 classification
 #: only, V2 + beta (KL + RECON), V3 the full model, V4 the full model in Euclidean space.
@@ -62,28 +64,13 @@ _HOMES = {
     "config": ("DATASETS", "IMAGE_DATASETS", "PIXEL_DATASETS", "BACKBONES", "DENSE_BACKBONES", "OPTIMIZERS",
                "LR_SCHEDULES", "PRECISIONS", "DataNotPrepared", "HVSATrainConfig", "available_configs",
                "load_config", "run_dir", "check_run_dir", "check_data"),
-    "data": ("StepSampler", "toy_tensors", "TensorData", "ImageData", "SegmentationData", "HVSAData",
+    "data": ("ResumableSampler", "toy_tensors", "TensorData", "ImageData", "SegmentationData", "HVSAData",
              "build_data", "downsample_labels"),
+    "pretrain": ("pretrain_toy_cnn", "pretrained_toy_cnn"),
     "task": ("lr_factor", "HVSAModel", "HVSATask", "HVSADataModule", "build_model", "evaluate"),
     "run": ("TrainingInterrupted", "RunConflict", "train", "load_result", "load_trained", "format_metrics",
             "format_summary", "write_metrics"),
     "__main__": ("main",),
 }
-_WHERE = {name: module for module, names in _HOMES.items() for name in names}
-_SUBMODULES = ("config", "data", "task", "run")
-
 __all__ = ["ABLATIONS", "PIXEL_ABLATIONS"] + [name for names in _HOMES.values() for name in names]
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-        globals()[name] = value
-        return value
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(__all__) | set(_SUBMODULES) | {"__doc__", "__name__", "__path__"})
+__getattr__, __dir__ = lazy_names(__name__, _HOMES, submodules=("config", "data", "pretrain", "task", "run"), public=__all__)

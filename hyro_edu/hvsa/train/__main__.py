@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from hyro_edu.training.cli import config_parser, parse_or_exit, run_or_exit
+from hyro_edu.training.cli import (config_parser, load_or_exit, parse_or_exit, print_config, run_dir_or_exit,
+                                   run_or_exit)
 from hyro_edu.training.config import shipped_configs
 
 __all__ = ["main"]
@@ -31,22 +32,17 @@ _EPILOG = """examples:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The command line; returns the exit status (``parser.error`` exits with 2)."""
     parser = config_parser("python -m hyro_edu.hvsa.train", _DESCRIPTION,
-                           configs=shipped_configs("hyro_edu.hvsa.configs"), default="toy", epilog=_EPILOG)
-    parser.add_argument("--data-root", default=None, help="prepared datasets (default $HYRO_EDU_DATA)")
+                           configs=shipped_configs("hyro_edu.hvsa.configs"), default="toy", epilog=_EPILOG,
+                           data_root=True)
     args = parser.parse_args(argv)
-
-    import yaml
 
     from hyro_edu.hvsa.train import config as C  # torch, not Lightning
 
-    config = parse_or_exit(parser, lambda: C.load_config(args.config, args.overrides).resolved())
+    config = load_or_exit(parser, args, C.load_config)
     if args.print_config:
-        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
-        return 0
+        return print_config(config)
     parse_or_exit(parser, lambda: C.check_data(config, args.data_root))
-    directory = C.run_dir(config, args.root)
-    if not args.retrain:
-        parse_or_exit(parser, lambda: C.check_run_dir(config, args.root))
+    directory = run_dir_or_exit(parser, args, config, C.run_dir, C.check_run_dir)
     print(f"run {config.name!r}: {config.dataset}, {config.backbone}, components {config.components}, "
           f"geometry {config.geometry}, batch {config.batch_size} x {config.steps} steps -> {directory}",
           flush=True)

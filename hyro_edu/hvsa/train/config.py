@@ -100,7 +100,10 @@ class HVSATrainConfig(TrainConfig):
     * ``dataset``: one of ``DATASETS``; ``backbone``: one of ``BACKBONES`` (dense ones for the
       pixel datasets, ``identity`` only for ImCLEF07); ``pretrained``: ImageNet weights.
     * ``toy_image_size``, ``toy_train``, ``toy_test``, ``toy_objects``: the toy world (32 px;
-      3,000 train and 1,000 test scenes rendered once and cached; ``[lo, hi]`` objects per scene).
+      3,000 train and 1,000 test scenes rendered once and cached; ``[lo, hi]`` objects per scene);
+      ``toy_pretrain_steps``: 0 trains ``toy_cnn`` from scratch, ``k > 0`` starts it from the toy
+      world's pretrained weights (:func:`hyro_edu.hvsa.train.pretrain.pretrained_toy_cnn`, ``k``
+      steps, cached), the toy world's stand-in for the paper's ImageNet-pretrained backbones.
     * ``d``, ``n``, ``c``, ``visual_hidden``, ``semantic_hidden``, ``decoder_hidden``: the head's
       sizes and curvature ``-c`` (:class:`~hyro_edu.hvsa.head.HVSAHead`).
     * ``components``, ``geometry``, ``hm_rule``, ``hm_reduction``, ``vae_reduction``, ``cls_loss``,
@@ -133,6 +136,7 @@ class HVSATrainConfig(TrainConfig):
     toy_train: int = 3000
     toy_test: int = 1000
     toy_objects: tuple = (1, 2)
+    toy_pretrain_steps: int = 0
     d: int = 32
     n: int = 32
     c: float = 1.0
@@ -222,12 +226,17 @@ class HVSATrainConfig(TrainConfig):
             raise ValueError(f"cls_loss must be one of {CLS_LOSSES} or null (BCE for images, focal for "
                              f"pixels), got {self.cls_loss!r}")
         for field_name, low, high in (("toy_image_size", 32, 512), ("toy_train", 1, None),
-                                      ("toy_test", 1, None), ("d", 1, None), ("n", 1, None),
+                                      ("toy_test", 1, None), ("toy_pretrain_steps", 0, None),
+                                      ("d", 1, None), ("n", 1, None),
                                       ("pixel_samples", 1, None), ("warmup_steps", 0, None),
                                       ("batch_size", 1, None), ("steps", 1, None), ("image_size", 16, None),
                                       ("eval_batch_size", 1, None), ("checkpoint_every", 1, None),
                                       ("num_workers", 0, None), ("seed", 0, None)):
             checks.integer(getattr(self, field_name), field_name, low, high)
+        if self.toy_pretrain_steps and (self.backbone != "toy_cnn" or self.dataset != "toy"):
+            raise ValueError(f"toy_pretrain_steps must be 0 unless backbone is 'toy_cnn' on dataset 'toy' "
+                             f"(it pretrains that CNN on the toy world), got {self.toy_pretrain_steps} for "
+                             f"backbone {self.backbone!r} on dataset {self.dataset!r}")
         for field_name in ("negatives", "eval_limit"):
             if getattr(self, field_name) is not None:
                 checks.integer(getattr(self, field_name), field_name, 1)

@@ -10,9 +10,9 @@ batches also carry ``"classes"``, the finest-level class map the per-level mIoU 
 
 **The stream.**  Training reads positions ``start .. stop - 1`` of an endless stream over the
 ``N`` training items, epoch ``e`` being the permutation drawn from ``(seed, e)``
-(:class:`StepSampler`).  A run resumed at step ``k`` starts at position ``k × batch_size``, so it
-sees the batches the uninterrupted run would have seen; the augmentation of a position is seeded
-by ``(seed, position)``.
+(:class:`~hyro_edu.training.stream.ResumableSampler`).  A run resumed at step ``k`` starts at
+position ``k × batch_size``, so it sees the batches the uninterrupted run would have seen; the
+augmentation of a position is seeded by ``(seed, position)``.
 
 **The toy world**: :class:`hyro_edu.data.toyworld.ToyWorld` scenes at
 ``toy_image_size`` px with ``toy_objects`` objects of any of the 54 classes, ``toy_train`` scenes
@@ -29,14 +29,14 @@ evaluation).
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
-from hyro_edu.core import checks, paths
+from hyro_edu.core import paths
 from hyro_edu.core.images import CLIP_MEAN, CLIP_STD
 from hyro_edu.hierarchy.taxonomies import (LevelTaxonomy, cityscapes_levels, lip_levels,
                                            pascal_person_part_levels, toyworld_hierarchy,
@@ -44,12 +44,13 @@ from hyro_edu.hierarchy.taxonomies import (LevelTaxonomy, cityscapes_levels, lip
 from hyro_edu.hierarchy.trees import Tree
 from hyro_edu.hvsa.taxonomy import label_taxonomy
 from hyro_edu.hvsa.train.config import HVSATrainConfig
+from hyro_edu.training.stream import ResumableSampler
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IGNORE",
-    "StepSampler",
+    "ResumableSampler",
     "toy_tensors",
     "TensorData",
     "ImageData",
@@ -66,31 +67,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 IGNORE = 255
 _LEVELS = {"cityscapes": cityscapes_levels, "lip": lip_levels, "pascal_person_part": pascal_person_part_levels,
            "toy_pixel": toyworld_levels}
-
-
-class StepSampler(Sampler):
-    """Yields ``(index, position)`` for positions ``start .. stop - 1`` of an endless stream over
-    ``n`` items; epoch ``e`` is ``permutation(seed, e)`` (``0 .. n - 1`` when ``shuffle`` is false).
-    """
-
-    def __init__(self, n: int, *, start: int, stop: int, seed: int = 0, shuffle: bool = True):
-        self.n = checks.integer(n, "n", 1)
-        self.start, self.stop = checks.integer(start, "start", 0), checks.integer(stop, "stop", 0)
-        self.seed, self.shuffle = int(seed), bool(shuffle)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        pos = self.start
-        while pos < self.stop:
-            e = pos // self.n
-            order = np.random.default_rng([self.seed, e]).permutation(self.n) if self.shuffle else np.arange(self.n)
-            for i in range(pos - e * self.n, self.n):
-                if pos >= self.stop:
-                    return
-                yield int(order[i]), pos
-                pos += 1
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
 
 
 def _normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
@@ -112,11 +88,9 @@ def toy_tensors(split: str, count: int, *, image_size: int = 32, objects=(1, 2))
 
     lo, hi = (int(v) for v in objects)
     path = paths.cache_dir() / "hvsa_toy" / f"{split}_{image_size}px_{count}_{lo}-{hi}.pt"
-    if path.is_file():
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # a damaged cache file: render again  # noqa: BLE001
-            pass
+    cached = paths.load_cached(path)
+    if cached is not None:
+        return cached
     world = ToyWorld(image_size, seed=0)
     images = torch.empty(count, 3, image_size, image_size, dtype=torch.uint8)
     masks = torch.empty(count, image_size, image_size, dtype=torch.uint8)

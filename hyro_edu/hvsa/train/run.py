@@ -15,22 +15,18 @@ import time
 from pathlib import Path
 from typing import Optional, Union
 
-import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from hyro_edu.core import paths
 from hyro_edu.hvsa.train.config import HVSATrainConfig, check_data, check_run_dir, load_config, run_dir
 from hyro_edu.hvsa.train.data import build_data
 from hyro_edu.hvsa.train.task import HVSADataModule, HVSAModel, HVSATask, build_model, evaluate
-from hyro_edu.training import lightning as engine
-from hyro_edu.training.runs import (METRICS_FILE, InterruptGuard, RunConflict, TrainingInterrupted,
-                                    claim_run, write_json)
+from hyro_edu.training.fit import fit, read_result
+from hyro_edu.training.runs import (METRICS_FILE, RESULT_FILE, InterruptGuard, RunConflict, TrainingInterrupted,
+                                    summary_line, write_json)
 
 __all__ = ["TrainingInterrupted", "RunConflict", "train", "load_result", "load_trained", "format_metrics",
            "format_summary", "write_metrics"]
-
-RESULT_FILE = "result.pt"
 
 
 def load_result(config: HVSATrainConfig, root: Optional[Union[str, Path]] = None) -> Optional[dict]:
@@ -38,13 +34,10 @@ def load_result(config: HVSATrainConfig, root: Optional[Union[str, Path]] = None
     trains; :class:`~hyro_edu.training.runs.RunConflict` when the directory holds another config."""
     config = config.resolved()
     directory = check_run_dir(config, root)
-    path = directory / RESULT_FILE
-    if not path.is_file():
-        return None
     start = time.perf_counter()
-    result = torch.load(path, map_location="cpu", weights_only=False)
-    if result.get("key") != config.key():
-        raise RunConflict(path, config.name)
+    result = read_result(directory / RESULT_FILE, config.key(), config.name)
+    if result is None:
+        return None
     result.update(loaded=True, resumed=False, run_dir=directory, seconds=time.perf_counter() - start)
     return result
 
@@ -66,15 +59,9 @@ def format_metrics(metrics: dict) -> str:
 
 
 def format_summary(result: dict) -> str:
-    """``trained 400 steps in 6 s``, ``resumed at 45, 355 steps in 5 s (400 in total)`` or
-    ``loaded finished run (400 steps)``."""
-    steps = int(result["steps"])
-    if result.get("loaded"):
-        return f"loaded finished run ({steps} steps)"
-    start = result.get("resumed_from")
-    if start:
-        return f"resumed at {start}, {steps - start} steps in {result['train_seconds']:.1f} s ({steps} in total)"
-    return f"trained {steps} steps in {result['train_seconds']:.1f} s"
+    """``trained 400 steps in 6.0 s``, ``resumed at 45, 355 steps in 5.0 s (400 in total)`` or
+    ``loaded finished run (400 steps)`` (:func:`hyro_edu.training.runs.summary_line`)."""
+    return summary_line(result, decimals=1)
 
 
 def write_metrics(directory: Path, config: HVSATrainConfig, result: dict) -> Path:
@@ -125,88 +112,31 @@ def train(config: Optional[HVSATrainConfig] = None, *, root: Optional[Union[str,
     return result
 
 
-def _resume_point(config: HVSATrainConfig, last: Path) -> Optional[int]:
-    if not last.is_file():
-        return None
-    meta = torch.load(last, map_location="cpu", weights_only=False)
-    if meta.get("hyper_parameters", {}).get("key") != config.key():
-        raise RunConflict(last, config.name)
-    return int(meta.get("global_step", 0))
-
-
 def _train(config: HVSATrainConfig, directory: Path, *, guard: InterruptGuard, device, data_root,
            evaluate: bool, retrain: bool) -> dict:
-    result_path = directory / RESULT_FILE
-    last = directory / "checkpoints" / "last.ckpt"
-    if retrain:
-        result_path.unlink(missing_ok=True)
-        last.unlink(missing_ok=True)
-    resumed_from = _resume_point(config, last)
-    claim_run(directory, config.key(), config.name, config.to_dict(), retrain=retrain)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    stopper = engine.StopOnSignal(guard, last)
-    stopper.saved_step = resumed_from
-    trainer, stage = None, "building the model"
-
-    def interrupted(signum: int) -> TrainingInterrupted:
-        step = stopper.step if stopper.step is not None else (resumed_from or 0)
-        if trainer is not None and stage == "evaluation" and (stopper.saved_step != trainer.global_step
-                                                               or not last.is_file()):
-            tmp = last.with_name(last.name + ".tmp")
-            trainer.save_checkpoint(tmp)
-            tmp.replace(last)
-            stopper.saved_step = trainer.global_step
-        checkpoint = last if last.is_file() else None
-        return TrainingInterrupted(signum, step, checkpoint, stopper.saved_step,
-                                   during="training" if stage == "training" else stage)
-
-    try:
+    def build(device):
+        torch.device(device)  # an unknown device fails before the data is built
         data = build_data(config, data_root=data_root)
         model = build_model(config, data.tree, in_dim=data.in_dim)
-        task = HVSATask(model, config)
-        callbacks = [ModelCheckpoint(dirpath=last.parent, filename="last", every_n_train_steps=config.checkpoint_every,
-                                     save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True)]
-        if config.progress:
-            callbacks.append(engine.StepProgressBar())
-        callbacks.append(stopper)  # after the checkpoint callback: a step it saved is not saved twice
-        log_every = max(1, min(50, config.steps // 10))
-        with engine.quiet():
-            trainer = L.Trainer(
-                max_steps=config.steps, max_epochs=1, accelerator="gpu" if device.type == "cuda" else "cpu",
-                devices=1, precision=config.precision, gradient_clip_val=config.grad_clip,
-                logger=engine.csv_loggers(directory, flush_every=log_every), callbacks=callbacks,
-                enable_progress_bar=config.progress, enable_model_summary=False, num_sanity_val_steps=0,
-                limit_val_batches=0, log_every_n_steps=log_every, default_root_dir=directory,
-            )
-            stage = "training"
-            wall = time.perf_counter()
-            trainer.fit(task, datamodule=HVSADataModule(data, config),
-                        ckpt_path=None if resumed_from is None else last)
-            wall = time.perf_counter() - wall
-        stage = "evaluation"
-        if guard.received is not None:  # the signal came after the last step's check
-            raise TrainingInterrupted(guard.received)
-        if trainer.global_step < config.steps:
-            raise RuntimeError(f"training stopped at step {trainer.global_step} of {config.steps}; "
-                               f"run again to resume from {last}")
-        metrics = evaluate_model(task.model, data, config) if evaluate else {}
-    except engine.StopRequested:
-        raise interrupted(guard.received) from None
-    except (TrainingInterrupted, SystemExit):
-        if guard.received is None:
-            raise
-        raise interrupted(guard.received) from None
+        return HVSATask(model, config), HVSADataModule(data, config)
+
+    def metrics_of(task: HVSATask, datamodule: HVSADataModule) -> dict:
+        return evaluate_model(task.model, datamodule.data, config) if evaluate else {}
+
+    fitted = fit(directory, key=config.key(), name=config.name, config=config.to_dict(), guard=guard,
+                 build=build, evaluate=metrics_of, max_steps=config.steps,
+                 checkpoint_every=config.checkpoint_every, precision=config.precision,
+                 grad_clip=config.grad_clip, progress=config.progress, device=device, retrain=retrain)
+    task, resumed_from = fitted.task, fitted.resumed_from
     result = {
-        "config": config.to_dict(), "key": config.key(), "name": config.name, "metrics": metrics,
+        "config": config.to_dict(), "key": config.key(), "name": config.name, "metrics": fitted.metrics,
         "state": {k: v.detach().cpu() for k, v in task.model.state_dict().items()},
-        "losses": task.losses, "train_seconds": wall, "steps": trainer.global_step,
-        "resumed_from": resumed_from, "device": device.type, "versions": {"torch": str(torch.__version__)},
+        "losses": task.losses, "train_seconds": fitted.train_seconds, "steps": fitted.steps,
+        "resumed_from": resumed_from, "device": fitted.device.type, "versions": {"torch": str(torch.__version__)},
     }
     if evaluate:
         write_metrics(directory, config, result)
-    paths.atomic_torch_save(result, result_path)
+    paths.atomic_torch_save(result, directory / RESULT_FILE)
     result.update(loaded=False, resumed=resumed_from is not None, run_dir=directory)
     return result
 

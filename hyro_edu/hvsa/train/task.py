@@ -37,7 +37,7 @@ from hyro_edu.hierarchy import metrics as M
 from hyro_edu.hvsa.backbones import build_backbone
 from hyro_edu.hvsa.head import HVSAHead
 from hyro_edu.hvsa.train.config import HVSATrainConfig
-from hyro_edu.hvsa.train.data import HVSAData, StepSampler, downsample_labels
+from hyro_edu.hvsa.train.data import HVSAData, ResumableSampler, downsample_labels
 
 __all__ = ["lr_factor", "HVSAModel", "HVSATask", "HVSADataModule", "build_model", "evaluate"]
 
@@ -85,10 +85,16 @@ class HVSAModel(torch.nn.Module):
 
 def build_model(config: HVSATrainConfig, tree, *, in_dim: Optional[int] = None) -> HVSAModel:
     """The backbone (:func:`hyro_edu.hvsa.backbones.build_backbone`) and head for ``config`` over
-    the labels of ``tree`` (its non-root nodes), initialised from ``config.seed``."""
+    the labels of ``tree`` (its non-root nodes), initialised from ``config.seed``; with
+    ``config.toy_pretrain_steps > 0`` the toy CNN starts from
+    :func:`hyro_edu.hvsa.train.pretrain.pretrained_toy_cnn`."""
     torch.manual_seed(config.seed)
     kwargs = {"in_dim": in_dim} if config.backbone == "identity" else {}
     backbone = build_backbone(config.backbone, pretrained=config.pretrained, **kwargs)
+    if config.toy_pretrain_steps:
+        from hyro_edu.hvsa.train.pretrain import pretrained_toy_cnn
+
+        backbone.load_state_dict(pretrained_toy_cnn(config))
     torch.manual_seed(config.seed)  # the head's initialisation does not depend on the backbone's
     head = HVSAHead(backbone.out_dim, tree, **config.head_kwargs())
     return HVSAModel(backbone, head)
@@ -146,7 +152,7 @@ def _collate_batched(batch):
 
 
 class HVSADataModule(L.LightningDataModule):
-    """The training loader: :class:`~hyro_edu.hvsa.train.data.StepSampler` from
+    """The training loader: :class:`~hyro_edu.training.stream.ResumableSampler` from
     ``global_step × batch_size`` on, so a resumed run reads the batches the uninterrupted run reads."""
 
     def __init__(self, data: HVSAData, config: HVSATrainConfig):
@@ -156,7 +162,7 @@ class HVSADataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         c = self.config
         start = self.trainer.global_step * c.batch_size
-        sampler = StepSampler(len(self.data.train), start=start, stop=start + c.steps * c.batch_size, seed=c.seed)
+        sampler = ResumableSampler(len(self.data.train), start=start, stop=start + c.steps * c.batch_size, seed=c.seed)
         if self.data.batched:
             return DataLoader(self.data.train, batch_size=c.batch_size, sampler=sampler, drop_last=True,
                               collate_fn=_collate_batched)

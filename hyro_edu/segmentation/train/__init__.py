@@ -97,7 +97,7 @@ Every name below is importable from here; the submodules load on first use (PEP 
 """
 from __future__ import annotations
 
-import importlib
+from hyro_edu.core.lazy import lazy_names
 
 #: Where each public name lives.
 _HOMES = {
@@ -113,21 +113,5 @@ _HOMES = {
             "evaluate_config", "metrics_record", "format_metrics", "format_summary", "write_metrics"),
     "__main__": ("main",),
 }
-_WHERE = {name: module for module, names in _HOMES.items() for name in names}
-_SUBMODULES = ("config", "data", "task", "run")
-
 __all__ = [name for names in _HOMES.values() for name in names]
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-        globals()[name] = value
-        return value
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(__all__) | set(_SUBMODULES) | {"__doc__", "__name__", "__path__"})
+__getattr__, __dir__ = lazy_names(__name__, _HOMES, submodules=("config", "data", "task", "run"), public=__all__)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from hyro_edu.training.cli import config_parser, parse_or_exit, run_or_exit
+from hyro_edu.training.cli import (config_parser, load_or_exit, parse_or_exit, print_config, run_dir_or_exit,
+                                   run_or_exit)
 from hyro_edu.training.config import shipped_configs
 
 __all__ = ["main"]
@@ -32,27 +33,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """The command line; returns the exit status (``parser.error`` exits with 2)."""
     parser = config_parser("python -m hyro_edu.segmentation.train", _DESCRIPTION,
                            configs=shipped_configs("hyro_edu.segmentation.configs"), default="toy",
-                           epilog=_EPILOG)
-    parser.add_argument("--data-root", default=None, help="prepared datasets (default $HYRO_EDU_DATA)")
+                           epilog=_EPILOG, data_root=True)
     parser.add_argument("--eval-only", action="store_true", help="evaluate the finished run of this config")
     parser.add_argument("--estimate", action="store_true",
                         help="print the time and memory estimate (scaled from a published figure) and exit")
     args = parser.parse_args(argv)
 
-    import yaml
-
     from hyro_edu.segmentation.train import config as C  # torch and open_clip, not Lightning
 
-    config = parse_or_exit(parser, lambda: C.load_config(args.config, args.overrides).resolved())
+    config = load_or_exit(parser, args, C.load_config)
     if args.print_config:
-        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
-        return 0
+        return print_config(config)
     if args.estimate:
         print(C.format_estimate(config))
         return 0
-    directory = C.run_dir(config, args.root)
-    if not args.retrain:
-        parse_or_exit(parser, lambda: C.check_run_dir(config, args.root))
+    directory = run_dir_or_exit(parser, args, config, C.run_dir, C.check_run_dir)
     print(f"run {config.name!r}: mode {config.mode}, preset {config.preset}, {config.model} ({config.pretrained}), "
           f"{config.train_data} data, batch {config.batch_size} x {config.max_steps} steps -> {directory}",
           flush=True)

@@ -1,8 +1,9 @@
 """Training data of the segmenter: a resumable stream, toy-world scenes, and COCO-Stuff crops
 augmented as detectron2 augments them for CAT-Seg.
 
-The stream depends only on ``(seed, position)`` (:class:`ResumableSampler`), so a run resumed at
-step ``k`` draws exactly the batches the uninterrupted run draws from step ``k`` on.  COCO-Stuff
+The stream depends only on ``(seed, position)`` (:class:`~hyro_edu.training.stream.ResumableSampler`),
+so a run resumed at step ``k`` draws exactly the batches the uninterrupted run draws from step
+``k`` on.  COCO-Stuff
 (:class:`CocoStuffTrainData`): shortest edge 384 (:func:`resize_for_training`), a random crop of
 at most 384², detectron2's ``ColorAugSSDTransform`` (:class:`ColorAugSSD`), a horizontal flip and
 padding to 384² (pixel 128, label 255).  References: CAT-Seg :cite:`cho2024catseg`; detectron2
@@ -10,17 +11,15 @@ padding to 384² (pixel 128, label 255).  References: CAT-Seg :cite:`cho2024cats
 """
 from __future__ import annotations
 
-from typing import Iterator
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
-from hyro_edu.core import checks
 from hyro_edu.core.images import CLIP_MEAN, CLIP_STD
 from hyro_edu.data.toyworld import BACKGROUND, ToyPixelDataset, ToyTransform, ToyWorld
 from hyro_edu.segmentation.train.config import COLOR_AUGS, TRAIN_RESIZES
+from hyro_edu.training.stream import ResumableSampler
 
 __all__ = [
     "ResumableSampler",
@@ -34,45 +33,10 @@ __all__ = [
 ]
 
 
-class ResumableSampler(Sampler):
-    """Yields ``(index, position)`` for positions ``start .. stop - 1`` of an endless stream over
-    ``n`` items: epoch ``e`` is ``permutation(seed, e)`` (or ``0..n-1`` when ``shuffle`` is False).
-
-    Training resumes at ``start = global_step × batch_size``, so an interrupted run continues with
-    exactly the batches the uninterrupted run would have drawn.
-    """
-
-    def __init__(self, n: int, *, start: int, stop: int, seed: int = 0, shuffle: bool = True):
-        self.n = checks.integer(n, "n", 1)
-        self.start, self.stop = checks.integer(start, "start", 0), checks.integer(stop, "stop", 0)
-        self.seed, self.shuffle = int(seed), bool(shuffle)
-
-    def _epoch(self, e: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, e]).permutation(self.n)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        pos = self.start
-        if not self.shuffle:  # no array: n may be astronomically large (the toy world's stream)
-            for pos in range(self.start, self.stop):
-                yield pos % self.n, pos
-            return
-        while pos < self.stop:
-            e = pos // self.n
-            order = self._epoch(e)
-            for i in range(pos - e * self.n, self.n):
-                if pos >= self.stop:
-                    return
-                yield int(order[i]), pos
-                pos += 1
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
-
-
 class ToySegmentationData(Dataset):
     """Toy-world scenes of the seen classes, labels mapped to the training vocabulary.
 
-    Item ``(index, position)`` (from :class:`ResumableSampler`) is training scene ``position``:
+    Item ``(index, position)`` (from :class:`hyro_edu.training.stream.ResumableSampler`) is training scene ``position``:
     every step draws new scenes, and scene ``p`` depends only on ``(world.seed, p)``.
     ``dict(image=(3, S, S) normalised, label=(S, S) int64)`` with labels ``0..len(seen)-1`` for the
     seen classes and 255 (ignored) where no object is.  ``vocabulary`` holds the seen class names.

@@ -12,23 +12,21 @@ beyond the periodic ones).  The evaluation metrics go to ``result.pt`` and, in p
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Optional, Union
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from hyro_edu.core import paths
 from hyro_edu.segmentation.model import OpenVocabSegmenter
 from hyro_edu.segmentation.train.config import (SegTrainConfig, check_run_dir, format_estimate, load_config,
                                                 run_dir)
-from hyro_edu.segmentation.train.task import (SegmentationDataModule, build_model, build_task,
+from hyro_edu.segmentation.train.task import (SegmentationDataModule, SegmentationTask, build_model, build_task,
                                               evaluate_benchmarks, evaluate_toy)
-from hyro_edu.training import lightning as engine
-from hyro_edu.training.runs import (METRICS_FILE, InterruptGuard, RunConflict, TrainingInterrupted,
-                                    claim_run, write_json)
+from hyro_edu.training.fit import fit, read_result
+from hyro_edu.training.runs import (METRICS_FILE, RESULT_FILE, InterruptGuard, RunConflict, TrainingInterrupted,
+                                    summary_line, write_json)
 
 __all__ = [
     "SimulatedInterruption",
@@ -68,12 +66,9 @@ def load_result(config: SegTrainConfig, root: Optional[Union[str, Path]] = None)
     is none.  Never trains; raises :class:`~hyro_edu.training.runs.RunConflict` (a
     ``ValueError``) when the run directory holds another config's run."""
     config = config.resolved()
-    path = check_run_dir(config, root) / "result.pt"
-    if not path.is_file():
+    result = read_result(check_run_dir(config, root) / RESULT_FILE, config.key(), config.name)
+    if result is None:
         return None
-    result = torch.load(path, map_location="cpu", weights_only=False)
-    if result.get("key") != config.key():
-        raise RunConflict(path, config.name)
     result["loaded"] = True
     return result
 
@@ -109,15 +104,8 @@ def format_metrics(metrics: dict) -> str:
 
 def format_summary(result: dict) -> str:
     """``trained 60 steps in 10 s``, ``resumed at 45, 15 steps in 3 s (60 in total)`` or
-    ``loaded finished run (60 steps)``."""
-    steps = int(result["steps"])
-    if result.get("loaded"):
-        return f"loaded finished run ({steps} steps)"
-    start = result.get("resumed_from")
-    seconds = result["train_seconds"]
-    if start:
-        return f"resumed at {start}, {steps - start} steps in {seconds:.0f} s ({steps} in total)"
-    return f"trained {steps} steps in {seconds:.0f} s"
+    ``loaded finished run (60 steps)`` (:func:`hyro_edu.training.runs.summary_line`)."""
+    return summary_line(result, decimals=0)
 
 
 def write_metrics(directory: Path, config: SegTrainConfig, result: dict) -> Path:
@@ -183,98 +171,35 @@ def train(config: Optional[SegTrainConfig] = None, *, root: Optional[Union[str, 
         torch.set_float32_matmul_precision(previous_precision)
 
 
-def _resume_point(config: SegTrainConfig, last: Path) -> Optional[int]:
-    if not last.is_file():
-        return None
-    meta = torch.load(last, map_location="cpu", weights_only=False)
-    if meta.get("hyper_parameters", {}).get("key") != config.key():
-        raise RunConflict(last, config.name)
-    return int(meta.get("global_step", 0))
-
-
-def _save_now(trainer, stopper, last: Path) -> None:
-    """A checkpoint of the current step, unless one exists (atomic: written, then renamed)."""
-    if stopper.saved_step == trainer.global_step and last.is_file():
-        return
-    tmp = last.with_name(last.name + ".tmp")
-    trainer.save_checkpoint(tmp)
-    tmp.replace(last)
-    stopper.saved_step = trainer.global_step
-
-
 def _train(config: SegTrainConfig, directory: Path, *, guard: InterruptGuard, device, data_root,
            evaluate: bool, retrain: bool, interrupt_after: Optional[int]) -> dict:
-    result_path = directory / "result.pt"
-    last = directory / "checkpoints" / "last.ckpt"
-    if retrain:  # the run starts afresh: a stale result or checkpoint must not be resumed
-        result_path.unlink(missing_ok=True)
-        last.unlink(missing_ok=True)
-    resumed_from = _resume_point(config, last)
-    claim_run(directory, config.key(), config.name, config.to_dict(), retrain=retrain)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    stopper = engine.StopOnSignal(guard, last)
-    stopper.saved_step = resumed_from
-    trainer, stage = None, "building the model"
-
-    def interrupted(signum: int) -> TrainingInterrupted:
-        step = stopper.step if stopper.step is not None else (resumed_from or 0)
-        if trainer is not None and stage == "evaluation":
-            _save_now(trainer, stopper, last)
-        checkpoint = last if last.is_file() else None
-        return TrainingInterrupted(signum, step, checkpoint, stopper.saved_step,
-                                   during="training" if stage == "training" else stage)
-
-    try:
+    def build(device):
         task, data = build_task(config, device=device, data_root=data_root)
-        callbacks = [ModelCheckpoint(dirpath=last.parent, filename="last", every_n_train_steps=config.checkpoint_every,
-                                     save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True)]
-        if config.progress:
-            callbacks.append(engine.StepProgressBar())
-        callbacks.append(stopper)  # after the checkpoint callback: a step it saved is not saved twice
-        if interrupt_after is not None:
-            callbacks.insert(0, _StopAfter(interrupt_after))
-        device = torch.device(device)
-        log_every = max(1, min(50, config.max_steps // 10))
-        with engine.quiet():
-            trainer = L.Trainer(
-                max_steps=config.max_steps, max_epochs=1, accelerator="gpu" if device.type == "cuda" else "cpu",
-                devices=1, precision=config.precision, gradient_clip_val=config.grad_clip,
-                gradient_clip_algorithm="norm", logger=engine.csv_loggers(directory, flush_every=log_every),
-                callbacks=callbacks, enable_progress_bar=config.progress, enable_model_summary=False,
-                num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=log_every,
-                default_root_dir=directory, deterministic=False,
-            )
-            stage = "training"
-            wall = time.perf_counter()
-            trainer.fit(task, datamodule=SegmentationDataModule(data, config),
-                        ckpt_path=None if resumed_from is None else last)
-            wall = time.perf_counter() - wall
-        stage = "evaluation"
-        if guard.received is not None:  # the signal came after the last step's check
-            raise TrainingInterrupted(guard.received)
-        if trainer.global_step < config.max_steps:
-            raise RuntimeError(f"training stopped at step {trainer.global_step} of {config.max_steps}; "
-                               f"run again to resume from {last}")
-        segmenter = task.segmenter
-        metrics = evaluate_config(segmenter, config, data_root=data_root) if evaluate else {}
-    except engine.StopRequested:
-        raise interrupted(guard.received) from None
-    except (TrainingInterrupted, SystemExit) as err:
-        if guard.received is None:  # not a signal of ours: Lightning's own exit, or the caller's
-            raise
-        raise interrupted(guard.received) from None
+        return task, SegmentationDataModule(data, config)
+
+    def metrics_of(task: SegmentationTask, datamodule: SegmentationDataModule) -> dict:
+        return evaluate_config(task.segmenter, config, data_root=data_root) if evaluate else {}
+
+    fitted = fit(directory, key=config.key(), name=config.name, config=config.to_dict(), guard=guard,
+                 build=build, evaluate=metrics_of, max_steps=config.max_steps,
+                 checkpoint_every=config.checkpoint_every, precision=config.precision,
+                 grad_clip=config.grad_clip, progress=config.progress, device=device, retrain=retrain,
+                 callbacks=() if interrupt_after is None else (_StopAfter(interrupt_after),),
+                 trainer_options=dict(gradient_clip_algorithm="norm", deterministic=False))
+    task = fitted.task
+    segmenter = task.segmenter
     result = {
         "config": config.to_dict(), "key": config.key(), "mode": config.mode,
         "state": {k: v.detach().cpu() for k, v in segmenter.trainable_state_dict().items()},
-        "losses": task.losses, "train_seconds": wall, "steps": trainer.global_step, "metrics": metrics,
-        "validations": task.validations, "matmul_precision": torch.get_float32_matmul_precision(),
-        "parameter_counts": segmenter.parameter_counts(), "resumed_from": resumed_from,
-        "device": device.type, "versions": {"torch": str(torch.__version__)},
+        "losses": task.losses, "train_seconds": fitted.train_seconds, "steps": fitted.steps,
+        "metrics": fitted.metrics, "validations": task.validations,
+        "matmul_precision": torch.get_float32_matmul_precision(),
+        "parameter_counts": segmenter.parameter_counts(), "resumed_from": fitted.resumed_from,
+        "device": fitted.device.type, "versions": {"torch": str(torch.__version__)},
     }
     if evaluate:
         write_metrics(directory, config, result)
-    paths.atomic_torch_save(result, result_path)
+    paths.atomic_torch_save(result, directory / RESULT_FILE)
     result["loaded"] = False
     return result
 

@@ -1,0 +1,168 @@
+"""One attempt of a run with Lightning: resume, fit, stop on a signal with a checkpoint, read the result.
+
+A run of ``max_steps`` optimiser steps lives in a directory (:mod:`hyro_edu.training.runs`)::
+
+    <run>/run.json               the owner record (claim_run), written when an attempt starts
+    <run>/checkpoints/last.ckpt  every checkpoint_every steps, and at the step a signal stopped
+    <run>/logs/csv/version_<attempt>/metrics.csv
+    <run>/result.pt              what the system saves once the run is finished
+
+:func:`hyro_edu.training.fit.fit` runs one attempt: it resumes from ``last.ckpt`` when that holds the same config key
+(:func:`hyro_edu.training.fit.resume_step`), trains to ``max_steps`` and evaluates.  A SIGINT or SIGTERM (with
+:class:`~hyro_edu.training.runs.InterruptGuard`) during training stops after the current step
+with a checkpoint of that step; during evaluation it checkpoints the step reached; both raise
+:class:`~hyro_edu.training.runs.TrainingInterrupted`.  :func:`hyro_edu.training.fit.read_result` reads a finished
+run's ``result.pt`` back.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from hyro_edu.training import lightning as engine
+from hyro_edu.training.runs import RESULT_FILE, InterruptGuard, RunConflict, TrainingInterrupted, claim_run
+
+__all__ = ["LAST_CHECKPOINT", "Fitted", "read_result", "resume_step", "fit"]
+
+#: The checkpoint an interrupted run resumes from, relative to the run directory.
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+class Fitted(NamedTuple):
+    """What :func:`hyro_edu.training.fit.fit` returns.
+
+    ``task``: the trained ``LightningModule``; ``steps``: the optimiser steps completed (all
+    attempts); ``train_seconds``: the wall time of ``Trainer.fit`` in this attempt;
+    ``resumed_from``: the step this attempt resumed at (``None`` for a fresh start); ``device``:
+    the ``torch.device`` trained on; ``metrics``: what ``evaluate(task, datamodule)`` returned.
+    """
+
+    task: Any
+    steps: int
+    train_seconds: float
+    resumed_from: Optional[int]
+    device: torch.device
+    metrics: Any
+
+
+def read_result(path: Path, key: str, name: str) -> Optional[dict]:
+    """The finished run's result saved at ``path`` (a ``dict``, read on the CPU), or ``None`` if absent.
+
+    Raises :class:`~hyro_edu.training.runs.RunConflict` when the result holds another config
+    ``key`` (``name``: the run name the message gives).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    result = torch.load(path, map_location="cpu", weights_only=False)
+    if result.get("key") != key:
+        raise RunConflict(path, name)
+    return result
+
+
+def resume_step(last: Path, key: str, name: str) -> Optional[int]:
+    """The step of the checkpoint ``last`` to resume from, or ``None`` when there is none.
+
+    Raises :class:`~hyro_edu.training.runs.RunConflict` when the checkpoint's hyper-parameters
+    hold another config ``key``.
+    """
+    if not last.is_file():
+        return None
+    meta = torch.load(last, map_location="cpu", weights_only=False)
+    if meta.get("hyper_parameters", {}).get("key") != key:
+        raise RunConflict(last, name)
+    return int(meta.get("global_step", 0))
+
+
+def fit(directory: Path, *, key: str, name: str, config: dict, guard: InterruptGuard,
+        build: Callable[[Any], tuple], evaluate: Callable[[Any, Any], Any], max_steps: int,
+        checkpoint_every: int, precision, grad_clip, progress: bool, device=None, retrain: bool = False,
+        callbacks: Sequence[L.Callback] = (), trainer_options: Optional[dict] = None) -> Fitted:
+    """Train the run in ``directory`` to ``max_steps`` (fresh, or resumed from ``last.ckpt``) and evaluate it.
+
+    * ``key``, ``name``, ``config``: the config's key, run name and values (``run.json``);
+    * ``guard``: the entered :class:`~hyro_edu.training.runs.InterruptGuard` of this attempt;
+    * ``build(device)``: returns ``(task, datamodule)``, the ``LightningModule`` (whose
+      hyper-parameters hold ``key``) and its data, given ``device`` as passed (default ``"cuda"``
+      when available, else ``"cpu"``);
+    * ``evaluate(task, datamodule)``: the metrics, computed after the last step (and interruptible);
+    * ``max_steps``, ``checkpoint_every``, ``precision``, ``grad_clip``, ``progress``: the
+      ``Trainer``'s budget, checkpoint period, precision, gradient clipping value and progress bar;
+    * ``retrain``: remove the run's ``result.pt`` and ``last.ckpt`` first, and overwrite a
+      ``run.json`` of another config;
+    * ``callbacks``: run before the checkpoint callback; ``trainer_options``: more
+      ``L.Trainer`` arguments.
+
+    Returns :class:`hyro_edu.training.fit.Fitted`.  Raises :class:`~hyro_edu.training.runs.RunConflict` for a run
+    directory or checkpoint of another key (unless ``retrain``), ``RuntimeError`` when training
+    ended before ``max_steps``, and :class:`~hyro_edu.training.runs.TrainingInterrupted` after a
+    signal, with ``last.ckpt`` at the step reached.
+    """
+    directory = Path(directory)
+    result_path = directory / RESULT_FILE
+    last = directory / LAST_CHECKPOINT
+    if retrain:  # the run starts afresh: a stale result or checkpoint must not be resumed
+        result_path.unlink(missing_ok=True)
+        last.unlink(missing_ok=True)
+    resumed_from = resume_step(last, key, name)
+    claim_run(directory, key, name, config, retrain=retrain)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    stopper = engine.StopOnSignal(guard, last)
+    stopper.saved_step = resumed_from
+    trainer, stage = None, "building the model"
+
+    def interrupted(signum: int) -> TrainingInterrupted:
+        step = stopper.step if stopper.step is not None else (resumed_from or 0)
+        if trainer is not None and stage == "evaluation" and (stopper.saved_step != trainer.global_step
+                                                               or not last.is_file()):
+            tmp = last.with_name(last.name + ".tmp")  # a checkpoint of the step reached, atomically
+            trainer.save_checkpoint(tmp)
+            tmp.replace(last)
+            stopper.saved_step = trainer.global_step
+        checkpoint = last if last.is_file() else None
+        return TrainingInterrupted(signum, step, checkpoint, stopper.saved_step,
+                                   during="training" if stage == "training" else stage)
+
+    try:
+        task, datamodule = build(device)
+        checkpointing = ModelCheckpoint(dirpath=last.parent, filename="last", every_n_train_steps=checkpoint_every,
+                                        save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True)
+        all_callbacks = [*callbacks, checkpointing]
+        if progress:
+            all_callbacks.append(engine.StepProgressBar())
+        all_callbacks.append(stopper)  # after the checkpoint callback: a step it saved is not saved twice
+        device = torch.device(device)
+        log_every = max(1, min(50, max_steps // 10))
+        with engine.quiet():
+            trainer = L.Trainer(
+                max_steps=max_steps, max_epochs=1, accelerator="gpu" if device.type == "cuda" else "cpu",
+                devices=1, precision=precision, gradient_clip_val=grad_clip,
+                logger=engine.csv_loggers(directory, flush_every=log_every), callbacks=all_callbacks,
+                enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+                limit_val_batches=0, log_every_n_steps=log_every, default_root_dir=directory,
+                **(trainer_options or {}),
+            )
+            stage = "training"
+            wall = time.perf_counter()
+            trainer.fit(task, datamodule=datamodule, ckpt_path=None if resumed_from is None else last)
+            wall = time.perf_counter() - wall
+        stage = "evaluation"
+        if guard.received is not None:  # the signal came after the last step's check
+            raise TrainingInterrupted(guard.received)
+        if trainer.global_step < max_steps:
+            raise RuntimeError(f"training stopped at step {trainer.global_step} of {max_steps}; "
+                               f"run again to resume from {last}")
+        metrics = evaluate(task, datamodule)
+    except engine.StopRequested:
+        raise interrupted(guard.received) from None
+    except (TrainingInterrupted, SystemExit):
+        if guard.received is None:  # not a signal of ours: Lightning's own exit, or the caller's
+            raise
+        raise interrupted(guard.received) from None
+    return Fitted(task, trainer.global_step, wall, resumed_from, device, metrics)
