@@ -1,5 +1,20 @@
-"""Tree alignment on an intermediate Lorentz manifold (:cite:`wu2026modality`): planned (issue 16).
+"""Tree alignment across heterogeneous hyperbolic manifolds (:cite:`wu2026modality`): the method's pieces.
 
-Its design is to build on :mod:`hyro_edu.geometry.intermediate_curvature`, :mod:`hyro_edu.clip`
-(prompts on both towers) and :mod:`hyro_edu.training`.
+* :mod:`hyro_edu.tree_alignment.prompts`: MaPLe prompt learning (:cite:`khattak2023maple`) on an
+  open_clip CLIP, with the visual class tokens of chosen layers;
+* :mod:`hyro_edu.tree_alignment.features`: semantic-aware visual features (the class tokens of
+  chosen layers carried to the output space) and the text-guided cross-attention;
+* :mod:`hyro_edu.tree_alignment.manifolds`: learnable image and text curvatures, the intermediate
+  curvature found by golden-section search (:mod:`hyro_edu.geometry.intermediate_curvature`), the
+  ``curv_version`` options and the paper's ablation variants;
+* :mod:`hyro_edu.tree_alignment.alignment`: intra-modal entailment along each tree path and
+  cross-modal entailment on the intermediate manifold.
+
+ProTeCt's taxonomic machinery (trees with depth-first ids, tree cuts, NCL and DTL, the LA / HCA /
+MTA metrics) lives in :mod:`hyro_edu.hierarchy`.  The trainer, the data scripts and the training
+notebook are planned (issue 16).  Curvature ``-c``, ``c > 0``, throughout.
 """
+from hyro_edu.core.lazy import lazy_submodules
+
+__all__ = ["prompts", "features", "manifolds", "alignment"]
+__getattr__, __dir__ = lazy_submodules(__name__, __all__)
