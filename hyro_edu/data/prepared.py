@@ -161,7 +161,7 @@ class ManifestPairs(Dataset):
 
     ``image`` uint8 (3, H, W) (:func:`hyro_edu.data.prepared.read_image`), ``label`` int64 (H, W)
     (:func:`hyro_edu.data.prepared.read_label`), ``name`` the label file's stem; ``transform``, if
-    given, is applied to the sample dict.  A subclass's ``__init__`` calls :meth:`_select`, checks
+    given, is applied to the sample dict.  A subclass's ``__init__`` calls ``_select``, checks
     the preparation and sets ``_pairs`` (:func:`hyro_edu.data.prepared.read_manifest`).
     """
 
