@@ -1,4 +1,4 @@
-"""Download and prepare the open-vocabulary benchmarks (:mod:`hyro_edu.data.benchmarks`) and HVSA's datasets.
+"""Download and prepare the open-vocabulary benchmarks (:mod:`hyro_edu.data.benchmarks`), HVSA's and tree alignment's datasets.
 
 Entry point (from the repository root)::
 
@@ -13,5 +13,7 @@ the real on-disk formats, for tests and for trying the pipeline without download
 :mod:`.fixture_files` holds the image and archive writers the fixture builders share).
 HVSA's datasets (read by :mod:`hyro_edu.data.hierarchical_datasets`): :mod:`.hvsa_common`,
 :mod:`.imclef07`, :mod:`.cityscapes`, :mod:`.human_parsing`, :mod:`.tiered_imagenet` and
-:mod:`.hvsa_fixtures`.
+:mod:`.hvsa_fixtures`. Tree alignment's datasets (read by
+:mod:`hyro_edu.data.taxonomic_datasets`): :mod:`.taxonomic_common` (ProTeCt's files read
+safely, the driver), :mod:`.taxonomic` and :mod:`.taxonomic_fixtures`.
 """

@@ -64,12 +64,15 @@ class Context:
     workers: int = 1
     coco_stuff_splits: tuple[str, ...] = ("train", "val")
     log: Callable[[str], None] = field(default=print)
-    imagenet_root: Optional[Path] = None  # tieredImageNet-H: an ILSVRC-2012 folder with train/ and val/
+    imagenet_root: Optional[Path] = None  # tieredImageNet-H, imagenet_protect: an ILSVRC-2012 folder with train/ and val/
+    rare_species_root: Optional[Path] = None  # rare_species: a copy of the Hugging Face dataset imageomics/rare-species
 
     def __post_init__(self):
         self.root = Path(self.root).expanduser()
         if self.imagenet_root is not None:
             self.imagenet_root = Path(self.imagenet_root).expanduser()
+        if self.rare_species_root is not None:
+            self.rare_species_root = Path(self.rare_species_root).expanduser()
 
     @property
     def downloads(self) -> Path:

@@ -16,6 +16,9 @@ something is missing. Exit status 1 also reports a failed step, whose message sa
 HVSA's datasets (:mod:`hyro_edu.data.hierarchical_datasets`) are prepared by the same command:
 ``--datasets imclef07a imclef07d cityscapes lip pascal_person_part tiered_imagenet_h`` (the last
 with ``--imagenet-root DIR``), or ``hvsa`` for all six.
+Tree alignment's datasets (:mod:`hyro_edu.data.taxonomic_datasets`): ``--datasets cifar100_protect
+sun324 imagenet_protect rare_species`` (ImageNet with ``--imagenet-root DIR``, Rare Species with
+``--rare-species-root DIR``), or ``tree_alignment`` for all four.
 ``all`` still means the seven open-vocabulary benchmarks.
 """
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Callable, Optional, Sequence
 
 from hyro_edu.data import benchmarks as sd
 from hyro_edu.data import hierarchical_datasets as hd
+from hyro_edu.data import taxonomic_datasets as td
 from hyro_edu.core.paths import data_root
 
 from .ade20k import ADE150, ADE847
@@ -38,10 +42,13 @@ from .human_parsing import LIP, PascalPersonPart
 from .hvsa_common import HierarchicalPreparer, run_hierarchical
 from .imclef07 import ImCLEF07A, ImCLEF07D
 from .pascal_context import PC59, PC459
+from .taxonomic import Cifar100ProTeCt, ImageNetProTeCt, RareSpecies, Sun324
+from .taxonomic_common import TaxonomicPreparer, run_taxonomic
 from .tiered_imagenet import TieredImageNetH
 from .voc import VOC20, VOC20b
 
-__all__ = ["PREPARERS", "HVSA_PREPARERS", "GROUPS", "resolve_names", "build_parser", "prepare", "dry_run", "main"]
+__all__ = ["PREPARERS", "HVSA_PREPARERS", "TAXONOMIC_PREPARERS", "GROUPS", "resolve_names", "build_parser", "prepare",
+           "dry_run", "main"]
 
 #: The seven open-vocabulary segmentation benchmarks (``all``).
 PREPARERS: dict[str, Preparer] = {
@@ -51,12 +58,16 @@ PREPARERS: dict[str, Preparer] = {
 HVSA_PREPARERS: dict[str, HierarchicalPreparer] = {
     p.key: p for p in (ImCLEF07A(), ImCLEF07D(), Cityscapes(), LIP(), PascalPersonPart(), TieredImageNetH())
 }
+#: Tree alignment's datasets (``tree_alignment``), read by :mod:`hyro_edu.data.taxonomic_datasets`.
+TAXONOMIC_PREPARERS: dict[str, TaxonomicPreparer] = {
+    p.key: p for p in (Cifar100ProTeCt(), Sun324(), ImageNetProTeCt(), RareSpecies())
+}
 #: Group names accepted by ``--datasets``.
-GROUPS = {"all": tuple(PREPARERS), "hvsa": tuple(HVSA_PREPARERS)}
+GROUPS = {"all": tuple(PREPARERS), "hvsa": tuple(HVSA_PREPARERS), "tree_alignment": tuple(TAXONOMIC_PREPARERS)}
 
 
 def _known() -> list[str]:
-    return [*PREPARERS, *HVSA_PREPARERS]
+    return [*PREPARERS, *HVSA_PREPARERS, *TAXONOMIC_PREPARERS]
 
 
 def resolve_names(datasets: Sequence[str]) -> list[str]:
@@ -67,13 +78,13 @@ def resolve_names(datasets: Sequence[str]) -> list[str]:
     names: list[str] = []
     for name in datasets:
         for n in GROUPS.get(name, [name]):
-            if n not in PREPARERS and n not in HVSA_PREPARERS:
+            if n not in PREPARERS and n not in HVSA_PREPARERS and n not in TAXONOMIC_PREPARERS:
                 raise ValueError(f"datasets must be among {_known()} or 'all' (the seven benchmarks) or "
-                                 f"'hvsa' (HVSA's datasets), got {name!r}")
+                                 f"'hvsa' (HVSA's datasets) or 'tree_alignment' (tree alignment's), got {name!r}")
             if n not in names:
                 names.append(n)
     if not names:
-        raise ValueError(f"datasets must name at least one of {_known()} or 'all' or 'hvsa'")
+        raise ValueError(f"datasets must name at least one of {_known()} or 'all' or 'hvsa' or 'tree_alignment'")
     return names
 
 
@@ -83,6 +94,10 @@ def _describe(name: str, ctx: Context) -> tuple[str, Optional[dict], object]:
         info, preparer = hd.dataset_info(name), HVSA_PREPARERS[name]
         title = info.title + (f", {info.num_classes} classes" if info.num_classes else "")
         check, error = hd.check_prepared, hd.DatasetNotPreparedError
+    elif name in TAXONOMIC_PREPARERS:
+        info, preparer = td.dataset_info(name), TAXONOMIC_PREPARERS[name]
+        title = f"{info.title}, {info.num_labels} classes"
+        check, error = td.check_prepared, td.DatasetNotPreparedError
     else:
         info, preparer = sd.benchmark_info(name), PREPARERS[name]
         title = f"{info.title}, {info.num_classes} classes"
@@ -132,7 +147,7 @@ def dry_run(datasets: Sequence[str], root=None, *, probe: bool = False, log: Cal
                     text += f" [server: {human_size(size)}]"
             seen.add(d.filename)
             log(f"  [{'ok' if present else 'missing'}] {d.filename}{repeat}: {text}")
-        for step in preparer.manual_steps(ctx) if name in HVSA_PREPARERS else ():
+        for step in preparer.manual_steps(ctx) if name not in PREPARERS else ():
             missing += 1
             manual += 1
             log(f"  [missing] {step}")
@@ -149,8 +164,9 @@ def prepare(datasets: Sequence[str], root=None, *, force: bool = False, log: Cal
 
     ``options``: ``mirror`` (a base URL tried first for every file), ``download`` (False: use only
     files already in ``<root>/downloads``), ``verify_checksums``, ``progress``, ``workers``,
-    ``coco_stuff_splits``. A benchmark whose step fails does not stop the others; at the end a
-    :class:`~data_scripts.download.DataPreparationError` lists every failure with its instructions.
+    ``coco_stuff_splits``, ``imagenet_root``, ``rare_species_root``. A benchmark whose step fails
+    does not stop the others; at the end a :class:`~data_scripts.download.DataPreparationError`
+    lists every failure with its instructions.
     """
     names = resolve_names(datasets)
     ctx = _context(root, log=log, **options)
@@ -159,6 +175,8 @@ def prepare(datasets: Sequence[str], root=None, *, force: bool = False, log: Cal
         try:
             if name in HVSA_PREPARERS:
                 marker = run_hierarchical(HVSA_PREPARERS[name], ctx, force=force)
+            elif name in TAXONOMIC_PREPARERS:
+                marker = run_taxonomic(TAXONOMIC_PREPARERS[name], ctx, force=force)
             else:
                 marker = run(PREPARERS[name], ctx, force=force)
         except DataPreparationError as exc:
@@ -178,12 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m data_scripts.prepare`` (the appendix checks its commands against it)."""
     p = argparse.ArgumentParser(
         prog="python -m data_scripts.prepare",
-        description="Download and prepare the open-vocabulary segmentation benchmarks and HVSA's datasets "
-                    "for hyro_edu.",
+        description="Download and prepare the open-vocabulary segmentation benchmarks, HVSA's datasets and "
+                    "tree alignment's datasets for hyro_edu.",
     )
     p.add_argument("--datasets", nargs="+", required=True, metavar="NAME",
-                   help=f"any of {', '.join(_known())}; 'all' (the seven benchmarks) or 'hvsa' "
-                        f"({', '.join(HVSA_PREPARERS)})")
+                   help=f"any of {', '.join(_known())}; 'all' (the seven benchmarks), 'hvsa' "
+                        f"({', '.join(HVSA_PREPARERS)}) or 'tree_alignment' ({', '.join(TAXONOMIC_PREPARERS)})")
     p.add_argument("--root", default=None, help="data root (default: $HYRO_EDU_DATA or ~/hyro_edu_data)")
     p.add_argument("--dry-run", action="store_true", help="only list what is prepared, present or missing")
     p.add_argument("--probe", action="store_true", help="with --dry-run: ask the servers for the download sizes")
@@ -194,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coco-stuff-splits", nargs="+", default=["train", "val"], choices=["train", "val"])
     p.add_argument("--workers", type=int, default=1, help="processes for the conversion (default 1)")
     p.add_argument("--imagenet-root", default=None,
-                   help="tiered_imagenet_h: an ILSVRC-2012 folder with train/<wnid>/ and val/")
+                   help="tiered_imagenet_h, imagenet_protect: an ILSVRC-2012 folder with train/<wnid>/ and val/")
+    p.add_argument("--rare-species-root", default=None,
+                   help="rare_species: a copy of the Hugging Face dataset imageomics/rare-species (with metadata.csv)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -204,7 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     options = dict(
         mirror=args.mirror, download=not args.no_download, verify_checksums=not args.skip_checksums,
         progress=not args.quiet, workers=args.workers, coco_stuff_splits=tuple(args.coco_stuff_splits),
-        imagenet_root=args.imagenet_root,
+        imagenet_root=args.imagenet_root, rare_species_root=args.rare_species_root,
     )
     try:
         if args.dry_run:

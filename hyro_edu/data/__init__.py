@@ -1,5 +1,5 @@
-"""Datasets: the procedural toy world (images, masks, a three-level taxonomy), the seven open-vocabulary segmentation benchmarks and HVSA's hierarchical datasets, read from their prepared on-disk formats, and the completion marker of a prepared dataset (``prepared``)."""
+"""Datasets: the procedural toy world (images, masks, a three-level taxonomy), the seven open-vocabulary segmentation benchmarks, HVSA's hierarchical datasets and tree alignment's taxonomic datasets, read from their prepared on-disk formats, and the completion marker of a prepared dataset (``prepared``)."""
 from hyro_edu.core.lazy import lazy_submodules
 
-__all__ = ["toyworld", "benchmarks", "hierarchical_datasets", "prepared"]
+__all__ = ["toyworld", "benchmarks", "hierarchical_datasets", "taxonomic_datasets", "prepared"]
 __getattr__, __dir__ = lazy_submodules(__name__, __all__)

@@ -1,4 +1,4 @@
-"""Tree alignment across heterogeneous hyperbolic manifolds (:cite:`wu2026modality`): the method's pieces.
+r"""Tree alignment across heterogeneous hyperbolic manifolds (:cite:`wu2026modality`): the method's pieces.
 
 * :mod:`hyro_edu.tree_alignment.prompts`: MaPLe prompt learning (:cite:`khattak2023maple`) on an
   open_clip CLIP, with the visual class tokens of chosen layers;
@@ -8,13 +8,18 @@
   curvature found by golden-section search (:mod:`hyro_edu.geometry.intermediate_curvature`), the
   ``curv_version`` options and the paper's ablation variants;
 * :mod:`hyro_edu.tree_alignment.alignment`: intra-modal entailment along each tree path and
-  cross-modal entailment on the intermediate manifold.
+  cross-modal entailment on the intermediate manifold;
+* :mod:`hyro_edu.tree_alignment.model`: the whole method and its ablation variants
+  (:class:`hyro_edu.tree_alignment.model.TreeAlignmentModel`): per-node scores and the loss
+  :math:`w_{\rm mta}\mathcal L_{\rm DTL} + \lambda\mathcal L_{\rm NCL} + \alpha L_{\rm align}`;
+* :mod:`hyro_edu.tree_alignment.train`: the Lightning trainer, the toy config and one config per
+  paper setting (``python -m hyro_edu.tree_alignment.train``).
 
 ProTeCt's taxonomic machinery (trees with depth-first ids, tree cuts, NCL and DTL, the LA / HCA /
-MTA metrics) lives in :mod:`hyro_edu.hierarchy`.  The trainer, the data scripts and the training
-notebook are planned (issue 16).  Curvature ``-c``, ``c > 0``, throughout.
+MTA metrics) lives in :mod:`hyro_edu.hierarchy`.  The data scripts of the full-size datasets and
+the training notebook are planned (issue 16).  Curvature ``-c``, ``c > 0``, throughout.
 """
 from hyro_edu.core.lazy import lazy_submodules
 
-__all__ = ["prompts", "features", "manifolds", "alignment"]
+__all__ = ["prompts", "features", "manifolds", "alignment", "model", "train", "configs"]
 __getattr__, __dir__ = lazy_submodules(__name__, __all__)

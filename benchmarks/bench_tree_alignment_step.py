@@ -1,0 +1,202 @@
+"""Training-step time and peak memory of tree alignment: full vs ProTeCt vs one shared curvature.
+
+One training step of ``hyro_edu.tree_alignment.model.TreeAlignmentModel`` is::
+
+    text = MaPLe text tower(every non-root node's prompt)        # (K, E)
+    scores, fused = levels + cross-attention, per node            # (B, K), (B, K, E)
+    loss = DTL + 0.5 NCL [+ 0.5 L_align on the two trees]         # curvatures, golden-section c_m
+    loss.backward(); optimizer.step()
+
+timed for three variants on the same CLIP weights, tree and synthetic batch:
+
+* ``full``    -- learned c_i and c_t, c_m derived by the golden-section search with implicit
+  gradients (``learn2derive1``);
+* ``hypv1``   -- one shared learned curvature (``learn_common``, the paper's single-curvature
+  row). The ratios are taken to this variant: the paper reports 74 s vs 74.5 s per batch and
+  10,400 MB for both (single vs multiple curvatures; a claim of the seed summary, unchecked);
+* ``protect`` -- MaPLe + ProTeCt (final class token, no level features, no alignment).
+
+Sizes (``--size``):
+
+* ``tiny`` (the default on a CPU): the tiny CLIP (``hyro_edu.clip.tiny``, random weights), 64 px,
+  prompt depth 2, levels after blocks (1, 2, 3), the toy world's 67-node tree, batch 32, SGD
+  momentum 0.9 (the toy config).
+* ``full`` (the default on CUDA): ViT-B/16 with random weights (no download; the cost of a step
+  does not depend on them), 224 px, prompt depth 3, levels after blocks (4, 7, 11), CIFAR-100's
+  two-level tree (``hyro_edu.hierarchy.taxonomies.cifar100_hierarchy``, 121 nodes: the paper's
+  WordNet tree has 148 and depth 10, which the package does not ship), batch 8, SGD.
+
+Memory: on CUDA ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` before the
+variant's model is built; on a CPU the peak RSS increase (``_memory.py``, approximate).
+
+Usage::
+
+    python benchmarks/bench_tree_alignment_step.py                 # CPU: --size tiny
+    python benchmarks/bench_tree_alignment_step.py --size full     # GPU: ViT-B/16, 224 px
+    python benchmarks/bench_tree_alignment_step.py --size full --amp bf16 --out ta_step.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+
+import torch
+
+from _memory import PeakMemory, memory_method  # benchmarks/_memory.py: the script's folder is on sys.path
+from _table import print_header, ratio_cell
+from _timing import timed_steps
+from hyro_edu.hierarchy.taxonomic_tree import TaxonomicTree
+from hyro_edu.hierarchy.taxonomies import cifar100_hierarchy, toyworld_hierarchy
+from hyro_edu.tree_alignment.model import TreeAlignmentModel
+
+VARIANTS = ("full", "hypv1", "protect")
+REFERENCE = "hypv1"
+TARGET_RATIO = 1.05  # full / hypv1 step time, full size on a GPU
+PAPER_RATIO = 74.5 / 74.0
+MB = 2 ** 20
+
+SIZES = {
+    "tiny": dict(image=64, batch=32, depth=2, layers=(1, 2, 3), tree="toy world (67 nodes)", steps=5, warmup=2,
+                 momentum=0.9),
+    "full": dict(image=224, batch=8, depth=3, layers=(4, 7, 11), tree="CIFAR-100 two-level (121 nodes)", steps=10,
+                 warmup=3, momentum=0.0),
+}
+
+
+def build_clip(size: str):
+    torch.manual_seed(0)
+    if size == "tiny":
+        from hyro_edu.clip.tiny import build_tiny_clip
+
+        return build_tiny_clip(seed=0)
+    import open_clip
+
+    return open_clip.create_model("ViT-B-16", pretrained=None)
+
+
+def build_tree(size: str) -> TaxonomicTree:
+    return TaxonomicTree(toyworld_hierarchy() if size == "tiny" else cifar100_hierarchy())
+
+
+def run_variant(args, variant, clip, tree, images, labels) -> dict:
+    memory = PeakMemory(args.device)
+    model = TreeAlignmentModel(clip, tree, variant=variant, prompt_depth=args.cfg["depth"], layers=args.cfg["layers"],
+                               seed=0).to(args.device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.02, momentum=args.cfg["momentum"])
+    amp = args.amp == "bf16"
+    generator = torch.Generator().manual_seed(0)
+
+    def step() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=amp):
+            loss = model(images, labels, generator=generator)["loss"]
+        loss.float().backward()
+        optimizer.step()
+        return loss.item()
+
+    losses, times = timed_steps(step, warmup=args.warmup, steps=args.steps, device=args.device)
+    peak = memory.stop()
+    result = dict(variant=variant, seconds=statistics.median(times), times=times, peak_bytes=peak,
+                  trainable=sum(p.numel() for p in params), finite=all(math.isfinite(v) for v in losses),
+                  first_loss=losses[0], last_loss=losses[-1])
+    del model, optimizer
+    return result
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cuda = torch.cuda.is_available()
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if cuda else "cpu")
+    parser.add_argument("--size", choices=list(SIZES), default=None, help="default: full on cuda, tiny on cpu")
+    parser.add_argument("--batch", type=int, default=None, help="default: 32 (tiny), 8 (full)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (tiny 5, full 10)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (2, 3)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--amp", choices=["none", "bf16"], default="none")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default: 1 on a CPU; 0 keeps torch's choice)")
+    parser.add_argument("--out", default=None, help="write the results as JSON to this path")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not cuda:
+        parser.error("--device cuda requested but CUDA is not available")
+    if args.size is None:
+        args.size = "full" if args.device == "cuda" else "tiny"
+    args.cfg = SIZES[args.size]
+    for name in ("batch", "steps", "warmup"):
+        if getattr(args, name) is None:
+            setattr(args, name, args.cfg[name])
+    for name, low in (("batch", 1), ("steps", 1), ("warmup", 0)):
+        if getattr(args, name) < low:
+            parser.error(f"--{name} must be >= {low}, got {getattr(args, name)}")
+    if args.threads is None and args.device == "cpu":
+        args.threads = 1
+    if args.threads is not None and args.threads < 0:
+        parser.error("--threads must be >= 0 (0: torch's choice)")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cuda = args.device == "cuda"
+    clip = build_clip(args.size).to(args.device)
+    tree = build_tree(args.size)
+    g = torch.Generator().manual_seed(0)
+    s = args.cfg["image"]
+    images = torch.randn(args.batch, 3, s, s, generator=g).to(args.device)
+    labels = torch.randint(tree.num_labels, (args.batch,), generator=g).to(args.device)
+    where = torch.cuda.get_device_name() if cuda else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {args.device} ({where}), amp {args.amp}")
+    print(f"size {args.size}: {s} px, batch {args.batch}, prompt depth {args.cfg['depth']}, levels "
+          f"{args.cfg['layers']}, tree {args.cfg['tree']}; median of {args.steps} steps after {args.warmup} warm-up")
+    print(f"peak memory: {memory_method(args.device)}")
+
+    results = []
+    for variant in args.variants:
+        r = run_variant(args, variant, clip, tree, images, labels)
+        results.append(r)
+        print(f"  {variant:<8} done: {r['seconds']:.4f} s/step, loss {r['first_loss']:.4f} -> {r['last_loss']:.4f}",
+              flush=True)
+
+    ref = next((r for r in results if r["variant"] == REFERENCE), None)
+    for r in results:
+        r["time_ratio"] = r["seconds"] / ref["seconds"] if ref else None
+        r["memory_ratio"] = r["peak_bytes"] / ref["peak_bytes"] if ref and ref["peak_bytes"] else None
+    header = f"{'variant':<9} {'trainable':>10} {'s/step':>9} {'/hypv1':>8} {'peak MB':>9} {'/hypv1':>8}  finite"
+    print_header(header)
+    for r in results:
+        print(f"{r['variant']:<9} {r['trainable']:>10,} {r['seconds']:9.4f} {ratio_cell(r['time_ratio'], 8)} "
+              f"{r['peak_bytes'] / MB:9.1f} {ratio_cell(r['memory_ratio'], 8)}  {'yes' if r['finite'] else 'NO'}")
+    print("(hypv1 = one shared curvature; full = learned c_i, c_t and the derived c_m; protect = no tree alignment)")
+
+    print()
+    full = next((r for r in results if r["variant"] == "full"), None)
+    verdict = None
+    what = f"full <= {TARGET_RATIO:.2f}x the shared-curvature step (paper: {PAPER_RATIO:.3f}x)"
+    if not (cuda and args.size == "full"):
+        print(f"target ({what}, --size full on a GPU): not evaluated here")
+    elif full is None or ref is None:
+        print(f"target ({what}): not evaluated (needs the variants full and hypv1)")
+    else:
+        verdict = full["time_ratio"] <= TARGET_RATIO
+        print(f"target {what}: {'PASS' if verdict else 'FAIL'} ({full['time_ratio']:.3f}x)")
+
+    if args.out:
+        record = dict(script="bench_tree_alignment_step.py", size=args.size, device=args.device, device_name=where,
+                      torch=torch.__version__, python=platform.python_version(), amp=args.amp, batch=args.batch,
+                      image=s, tree=args.cfg["tree"], steps=args.steps, warmup=args.warmup, reference=REFERENCE,
+                      target_ratio=TARGET_RATIO, target_met=verdict, results=results)
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=2)
+        print(f"wrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Shipped YAML configs of :mod:`hyro_edu.tree_alignment.train`."""

@@ -1,0 +1,333 @@
+r"""The training config of tree alignment: the config class, the shipped configs, the data check.
+
+.. math::
+    T = \text{epochs}\cdot S \ \text{steps (unless steps is set)}, \qquad
+    W = \text{warmup\_epochs}\cdot S, \qquad
+    S = \max\Big(1, \Big\lfloor\frac{\text{classes}\cdot\text{shots}}{B}\Big\rfloor\Big)
+
+A config is checked completely when it is constructed -- unknown keys (with a suggestion),
+choices, ranges, curvature inits outside the clamp range, vision layers beyond the CLIP model's
+depth, an empty class list, class names that are not leaves of the tree -- so the command line
+reports every mistake before Lightning loads or a model is built
+(:class:`hyro_edu.tree_alignment.train.config.TreeAlignmentTrainConfig`).
+:func:`hyro_edu.tree_alignment.train.config.check_data` then checks that a full-size dataset is
+prepared and names ``python -m data_scripts.prepare --datasets NAME`` when it is not (a
+``ValueError`` naming ``dataset``).  Nothing here imports Lightning.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Optional, Union
+
+from hyro_edu.core import checks, paths
+from hyro_edu.training.config import TrainConfig, suggest
+from hyro_edu.training.runs import check_run
+
+__all__ = [
+    "DATASETS",
+    "FULL_DATASETS",
+    "VARIANTS",
+    "CLIP_MODELS",
+    "CURV_VERSIONS_BY_VARIANT",
+    "PRECISIONS",
+    "DataNotPrepared",
+    "TreeAlignmentTrainConfig",
+    "available_configs",
+    "load_config",
+    "run_dir",
+    "check_run_dir",
+    "check_data",
+]
+
+#: The full-size datasets of the paper (prepared by ``data_scripts``) and their number of leaf
+#: classes in the few-shot setting (the whole tree).
+FULL_DATASETS = {"cifar100": 100, "sun": 324, "imagenet": 1000, "rare_species": 400}
+#: Every value of ``dataset``: the toy world, then the paper's four.
+DATASETS = ("toy",) + tuple(FULL_DATASETS)
+#: The variants of :mod:`hyro_edu.tree_alignment.model` (kept equal to its ``VARIANTS``, tested).
+VARIANTS = ("vanilla", "protect", "sym", "euc", "hypv1", "hypv2", "full")
+#: The ``curv_version`` of each variant (``None``: no curvature).
+CURV_VERSIONS_BY_VARIANT = {"vanilla": None, "protect": None, "sym": None, "euc": "euclidean",
+                            "hypv1": "learn_common", "hypv2": "learn3", "full": "learn2derive1"}
+#: CLIP models and the number of blocks of their image towers (``layers`` must lie below it).
+CLIP_MODELS = {"hyro-tiny": 4, "ViT-B-16": 12}
+#: ``precision`` values (Lightning's names).
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+_TOY_CLASSES = 54
+
+
+class DataNotPrepared(ValueError):
+    """The config's dataset has no completed preparation; the message names the command."""
+
+
+def _number(value, name: str, *, low: float = 0.0, strict: bool = True, high: Optional[float] = None) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or not (value > low if strict else value >= low) or (high is not None and value > high):
+        bound = (f"> {low:g}" if strict else f">= {low:g}") + (f" and <= {high:g}" if high is not None else "")
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class TreeAlignmentTrainConfig(TrainConfig):
+    """One tree-alignment training run (defaults: the ``toy`` config, variant ``full``).
+
+    Fields, by group:
+
+    * ``name``: the run folder; ``null`` gives ``<dataset>-<variant>-<shots>shot-seed<seed>-<key>``.
+    * ``dataset``: one of ``DATASETS``; ``variant``: one of ``VARIANTS``
+      (:data:`hyro_edu.tree_alignment.model.VARIANT_PARTS`).
+    * ``clip_model`` (``CLIP_MODELS``), ``clip_pretrained`` (``"toyworld"`` for the tiny CLIP's
+      cached toy-world pretraining, ``"openai"`` for ViT-B/16, ``null`` random weights).
+    * ``shots``: training images per class; ``train_classes``: ``"seen"`` (the toy world's 36
+      seen classes, the base tree), ``"all"``, or a list of leaf names; ``toy_image_size``,
+      ``toy_test_per_class``: the toy world's image side and test scenes per class (all 54).
+    * ``n_ctx``, ``ctx_init``, ``prompt_depth``: MaPLe; ``layers``, ``propagation``,
+      ``num_heads``: the level features and the cross-attention.
+    * ``curv_init``, ``c_image``, ``c_text``, ``c_inter``, ``curv_variant``: the curvatures
+      (each init in ``[curv_init/10, 10 curv_init]``); ``scale_image``, ``scale_text``, ``K``.
+    * ``mta_weight``, ``node_weight`` (λ), ``align_weight`` (α), ``cut_dropout``, ``padding``.
+    * ``lr``, ``momentum``, ``weight_decay``, ``warmup_lr``, ``warmup_epochs``: SGD, a constant
+      warm-up at ``warmup_lr`` then a monotone cosine to 0; ``batch_size``, ``epochs`` (or
+      ``steps``, which wins when set).
+    * ``eval_cuts_per_rate``: stored cuts per dropout rate (5: ProTeCt's 25), ``eval_batch_size``,
+      ``eval_limit``, ``checkpoint_every``, ``num_workers``, ``progress``, ``precision``, ``seed``.
+    """
+
+    CONFIG_PACKAGE: ClassVar[str] = "hyro_edu.tree_alignment.configs"
+    DEFAULT_CONFIG: ClassVar[str] = "toy"
+    KEY_IGNORES: ClassVar[tuple] = ("name", "eval_batch_size", "checkpoint_every", "num_workers", "progress",
+                                    "eval_limit")
+
+    name: Optional[str] = None
+    dataset: str = "toy"
+    variant: str = "full"
+    clip_model: str = "hyro-tiny"
+    clip_pretrained: Optional[str] = "toyworld"
+    shots: int = 16
+    train_classes: tuple = ("seen",)
+    toy_image_size: int = 64
+    toy_test_per_class: int = 20
+    n_ctx: int = 2
+    ctx_init: Optional[str] = "a photo of a"
+    prompt_depth: int = 2
+    layers: tuple = (1, 2, 3)
+    propagation: str = "official"
+    num_heads: int = 1
+    curv_init: float = 0.05
+    c_image: float = 0.05
+    c_text: float = 0.025
+    c_inter: float = 0.025
+    curv_variant: str = "official"
+    scale_image: float = 1.0
+    scale_text: float = 1.0
+    K: float = 0.1
+    mta_weight: float = 1.0
+    node_weight: float = 0.5
+    align_weight: float = 0.5
+    cut_dropout: float = 0.1
+    padding: str = "mask"
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    warmup_lr: float = 1e-3
+    warmup_epochs: int = 1
+    batch_size: int = 32
+    epochs: int = 20
+    steps: Optional[int] = None
+    eval_cuts_per_rate: int = 5
+    eval_batch_size: int = 256
+    eval_limit: Optional[int] = None
+    checkpoint_every: int = 100
+    num_workers: int = 0
+    progress: bool = True
+    precision: str = "32-true"
+    seed: int = 0
+
+    def __post_init__(self):
+        self.coerce_sequences()
+        if self.name is not None and (not isinstance(self.name, str) or not self.name or self.name.startswith(".")
+                                      or any(not (ch.isalnum() or ch in "-_.") for ch in self.name)):
+            raise ValueError(f"name must be null or a run name of letters, digits and '-_.', got {self.name!r}")
+        for field_name, allowed in (("dataset", DATASETS), ("variant", VARIANTS), ("clip_model", tuple(CLIP_MODELS)),
+                                    ("propagation", ("official", "invite")), ("curv_variant", ("official", "paper")),
+                                    ("padding", ("mask", "zeros")), ("precision", PRECISIONS)):
+            value = getattr(self, field_name)
+            if value not in allowed:
+                raise ValueError(f"{field_name} must be one of {tuple(allowed)}, got {value!r}"
+                                 + suggest(str(value), allowed))
+        if self.clip_pretrained is not None and not isinstance(self.clip_pretrained, str):
+            raise ValueError(f"clip_pretrained must be a tag, a weights path or null, got {self.clip_pretrained!r}")
+        if self.clip_pretrained == "toyworld" and self.clip_model != "hyro-tiny":
+            raise ValueError(f"clip_pretrained 'toyworld' exists only for clip_model 'hyro-tiny', got "
+                             f"{self.clip_model!r}")
+        if self.ctx_init is not None and not isinstance(self.ctx_init, str):
+            raise ValueError(f"ctx_init must be a string or null, got {self.ctx_init!r}")
+        if not isinstance(self.progress, bool):
+            raise ValueError(f"progress must be true or false, got {self.progress!r}")
+        for field_name, low, high in (("shots", 1, None), ("toy_image_size", 32, 512), ("toy_test_per_class", 1, None),
+                                      ("n_ctx", 1, None), ("prompt_depth", 0, None), ("num_heads", 1, None),
+                                      ("warmup_epochs", 0, None), ("batch_size", 1, None), ("epochs", 1, None),
+                                      ("eval_cuts_per_rate", 1, None), ("eval_batch_size", 1, None),
+                                      ("checkpoint_every", 1, None), ("num_workers", 0, None), ("seed", 0, None)):
+            checks.integer(getattr(self, field_name), field_name, low, high)
+        for field_name in ("steps", "eval_limit"):
+            if getattr(self, field_name) is not None:
+                checks.integer(getattr(self, field_name), field_name, 1)
+        depth = CLIP_MODELS[self.clip_model]
+        if self.prompt_depth > depth:
+            raise ValueError(f"prompt_depth must be at most {depth} (the blocks of {self.clip_model}), "
+                             f"got {self.prompt_depth}")
+        if not self.layers:
+            raise ValueError("layers must list at least one vision block, got []")
+        for i, b in enumerate(self.layers):
+            if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < depth:
+                raise ValueError(f"layers[{i}] must be a block index in [0, {depth - 1}] ({self.clip_model} has "
+                                 f"{depth} vision blocks), got {b!r}")
+        if any(b <= a for a, b in zip(self.layers, self.layers[1:])):
+            raise ValueError(f"layers must be strictly increasing, got {list(self.layers)}")
+        if self.toy_image_size % 8:
+            raise ValueError(f"toy_image_size must be a multiple of the tiny CLIP's patch size 8, got "
+                             f"{self.toy_image_size}")
+        _number(self.curv_init, "curv_init")
+        lo, hi = self.curv_init / 10, self.curv_init * 10
+        for field_name in ("c_image", "c_text", "c_inter"):
+            value = _number(getattr(self, field_name), field_name)
+            if not lo * (1 - 1e-12) <= value <= hi * (1 + 1e-12):
+                raise ValueError(f"{field_name} must lie in the clamp range [curv_init/10, curv_init*10] = "
+                                 f"[{lo:.6g}, {hi:.6g}] (curv_init={self.curv_init:g}), got {value!r}")
+        for field_name in ("scale_image", "scale_text", "K", "lr", "warmup_lr"):
+            _number(getattr(self, field_name), field_name)
+        if self.K > 1:  # MERU's aperture constant
+            raise ValueError(f"K must be in (0, 1], got {self.K!r}")
+        for field_name in ("mta_weight", "node_weight", "align_weight", "weight_decay"):
+            _number(getattr(self, field_name), field_name, strict=False)
+        _number(self.momentum, "momentum", strict=False, high=1.0)
+        _number(self.cut_dropout, "cut_dropout", high=1.0)
+        if self.cut_dropout >= 1:
+            raise ValueError(f"cut_dropout must be in (0, 1), got {self.cut_dropout!r}")
+        self._check_classes()
+        if self.warmup_steps >= self.total_steps:
+            raise ValueError(f"warmup_epochs must leave steps after the warm-up: {self.warmup_steps} warm-up steps "
+                             f"of {self.total_steps}")
+
+    def _check_classes(self) -> None:
+        classes = self.train_classes
+        if len(classes) == 0:
+            raise ValueError("train_classes must name at least one class (an empty shot list trains nothing); "
+                             "use 'seen', 'all' or a list of leaf names")
+        if len(classes) == 1 and classes[0] in ("seen", "all"):
+            if classes[0] == "seen" and self.dataset != "toy":
+                raise ValueError(f"train_classes 'seen' is the toy world's split; use 'all' for dataset "
+                                 f"{self.dataset!r}")
+            return
+        if self.dataset != "toy":
+            raise ValueError(f"train_classes must be 'all' for dataset {self.dataset!r} (its base/novel split "
+                             f"comes with the prepared data), got {list(classes)}")
+        from hyro_edu.hierarchy.taxonomies import toyworld_hierarchy
+
+        tree = toyworld_hierarchy()
+        leaves = {tree.names[v] for v in tree.leaves}
+        for i, name in enumerate(classes):
+            if not isinstance(name, str) or name not in leaves:
+                raise ValueError(f"train_classes[{i}] must be a leaf of the toy tree, got {name!r}"
+                                 + suggest(str(name), sorted(leaves)))
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"train_classes must not repeat a class, got {list(classes)}")
+
+    # -- derived values ----------------------------------------------------------------------
+    @property
+    def num_train_classes(self) -> int:
+        """Leaf classes trained on (toy ``seen``: 36)."""
+        c = self.train_classes
+        if len(c) == 1 and c[0] == "seen":
+            return 36
+        if len(c) == 1 and c[0] == "all":
+            return _TOY_CLASSES if self.dataset == "toy" else FULL_DATASETS[self.dataset]
+        return len(c)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """``max(1, classes · shots // batch_size)`` (the sampler drops the last partial batch)."""
+        return max(1, self.num_train_classes * self.shots // self.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        """``steps`` if set, else ``epochs · steps_per_epoch`` (toy: 20 · 18 = 360)."""
+        return self.steps if self.steps is not None else self.epochs * self.steps_per_epoch
+
+    @property
+    def warmup_steps(self) -> int:
+        """``warmup_epochs · steps_per_epoch`` (toy: 18)."""
+        return self.warmup_epochs * self.steps_per_epoch
+
+    def resolved(self) -> "TreeAlignmentTrainConfig":
+        """A copy with the run name filled in."""
+        if self.name is not None:
+            return self
+        key = dataclasses.replace(self, name="unnamed").key()
+        name = f"{self.dataset}-{self.variant}-{self.shots}shot-seed{self.seed}-{key[:8]}"
+        return dataclasses.replace(self, name=name)
+
+    def model_kwargs(self) -> dict:
+        """Keyword arguments of :class:`hyro_edu.tree_alignment.model.TreeAlignmentModel` (all but
+        ``clip`` and ``tree``)."""
+        names = ("variant", "n_ctx", "prompt_depth", "ctx_init", "propagation", "num_heads", "curv_init",
+                 "c_image", "c_text", "c_inter", "curv_variant", "scale_image", "scale_text", "K", "mta_weight",
+                 "node_weight", "align_weight", "cut_dropout", "padding", "seed")
+        out = {k: getattr(self, k) for k in names}
+        out["layers"] = tuple(self.layers)
+        return out
+
+
+def available_configs() -> list[str]:
+    """Names of the YAML configs shipped in ``hyro_edu/tree_alignment/configs``."""
+    return TreeAlignmentTrainConfig.available_configs()
+
+
+def load_config(config: Union[str, Path, None] = None, overrides=None) -> TreeAlignmentTrainConfig:
+    """A :class:`hyro_edu.tree_alignment.train.config.TreeAlignmentTrainConfig` from a shipped name,
+    a YAML path or ``None`` (``toy``), with ``overrides`` (a dict or ``"key=value"`` strings) on top;
+    ``ValueError`` naming the key otherwise."""
+    return TreeAlignmentTrainConfig.load(config, overrides)
+
+
+def run_dir(config: TreeAlignmentTrainConfig, root: Optional[Union[str, Path]] = None) -> Path:
+    """``<root>/<name>``; ``root`` defaults to ``$HYRO_EDU_CHECKPOINTS``."""
+    config = config.resolved()
+    return (Path(root) if root is not None else paths.checkpoint_dir()) / config.name
+
+
+def check_run_dir(config: TreeAlignmentTrainConfig, root: Optional[Union[str, Path]] = None) -> Path:
+    """:func:`hyro_edu.tree_alignment.train.config.run_dir` after checking that its ``run.json``
+    (if any) names this config's key."""
+    config = config.resolved()
+    directory = run_dir(config, root)
+    check_run(directory, config.key(), config.name)
+    return directory
+
+
+def check_data(config: TreeAlignmentTrainConfig, data_root=None) -> None:
+    """Raise :class:`hyro_edu.tree_alignment.train.config.DataNotPrepared` (a ``ValueError`` naming
+    ``dataset``) when a full-size dataset has no completion marker under ``<data_root>/<dataset>``
+    (default ``$HYRO_EDU_DATA``); the message says "not prepared: run python -m
+    data_scripts.prepare --datasets NAME".  The toy world needs nothing.  Reads the marker only."""
+    if config.dataset == "toy":
+        return
+    from hyro_edu.data.prepared import check_marker
+
+    name = config.dataset
+    root = Path(data_root) if data_root is not None else paths.data_root()
+
+    def not_prepared(reason: str) -> DataNotPrepared:
+        return DataNotPrepared(f"dataset {name!r} is not prepared: run python -m data_scripts.prepare --datasets "
+                               f"{name} ({reason}; data root {root})")
+
+    def version_problem(content: dict) -> Optional[str]:
+        return None if content.get("dataset") == name else f"the marker names {content.get('dataset')!r}"
+
+    check_marker(root / name, name, ("train", "test"), None, version_problem=version_problem,
+                 not_prepared=not_prepared)
