@@ -59,8 +59,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import platform
 import statistics
@@ -69,8 +67,8 @@ import torch
 from torch import nn
 
 from _memory import PeakMemory, memory_method  # benchmarks/_memory.py: the script's folder is on sys.path
-from _table import print_header, ratio_cell
-from _timing import timed_steps
+from _table import add_ratios, print_header, ratio_cell, write_record
+from _timing import step_args, step_parser, timed_steps
 from hyro_edu.hierarchy.taxonomies import (
     CITYSCAPES_CATEGORIES,
     CITYSCAPES_CLASSES,
@@ -206,39 +204,14 @@ def synthetic_batch(args, taxonomy, generator):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    cuda = torch.cuda.is_available()
-    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if cuda else "cpu")
-    parser.add_argument("--size", choices=list(SIZES), default=None,
-                        help="default: full on cuda, small on cpu")
-    parser.add_argument("--batch", type=int, default=None, help="default: 8 (small), 2 (full)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (small 5, full 10)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (2, 3)")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    parser.add_argument("--amp", choices=["none", "bf16"], default="none")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads (default: 1 on a CPU; 0 keeps torch's choice)")
-    parser.add_argument("--out", default=None, help="write the results as JSON to this path")
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not cuda:
-        parser.error("--device cuda requested but CUDA is not available")
-    if args.size is None:
-        args.size = "full" if args.device == "cuda" else "small"
-    args.cfg = SIZES[args.size]
-    for name in ("batch", "steps", "warmup"):
-        if getattr(args, name) is None:
-            setattr(args, name, args.cfg[name])
-    for name, low in (("batch", 1), ("steps", 1), ("warmup", 0)):
-        if getattr(args, name) < low:
-            parser.error(f"--{name} must be >= {low}, got {getattr(args, name)}")
-    if args.size == "full" and args.batch < 2:
-        parser.error("--batch must be >= 2 at --size full (the ASPP pooling branch's BatchNorm)")
-    if args.threads is None and args.device == "cpu":
-        args.threads = 1
-    if args.threads is not None and args.threads < 0:
-        parser.error("--threads must be >= 0 (0: torch's choice)")
-    return args
+    parser = step_parser(__doc__, SIZES, variants=VARIANTS, cpu_size="small",
+                         batch_help="default: 8 (small), 2 (full)", steps_help="timed steps (small 5, full 10)")
+
+    def check(args):
+        if args.size == "full" and args.batch < 2:
+            parser.error("--batch must be >= 2 at --size full (the ASPP pooling branch's BatchNorm)")
+
+    return step_args(parser, argv, SIZES, cpu_size="small", check=check)
 
 
 def main(argv=None):
@@ -264,11 +237,7 @@ def main(argv=None):
         print(f"  {variant:<9} done: {r['seconds']:.4f} s/step, loss {r['first_loss']:.4f} -> "
               f"{r['last_loss']:.4f}", flush=True)
 
-    ref = next((r for r in results if r["variant"] == REFERENCE), None)
-    for r in results:
-        r["time_ratio"] = r["seconds"] / ref["seconds"] if ref else None
-        r["memory_ratio"] = (r["peak_bytes"] / ref["peak_bytes"]
-                             if ref and ref["peak_bytes"] else None)
+    ref = add_ratios(results, REFERENCE)
     header = (f"{'variant':<10} {'params':>12} {'head':>10} {'s/step':>9} {'/focal':>8} "
               f"{'peak GB':>9} {'/focal':>8}  finite")
     print_header(header)
@@ -303,9 +272,7 @@ def main(argv=None):
             reference=REFERENCE, target_ratio=TARGET_RATIO, target_met=verdict,
             results=results,
         )
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=2)
-        print(f"wrote {args.out}")
+        write_record(args.out, record)
     return results
 
 

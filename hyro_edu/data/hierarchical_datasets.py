@@ -72,8 +72,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from hyro_edu.data import benchmarks as _benchmarks
-from hyro_edu.data.prepared import (MARKER_NAME, ManifestPairs, check_index, check_marker, clear_marker, lookup,
-                                    not_prepared_message, preparation_command, read_manifest, resolve_root, write_json)
+from hyro_edu.data.prepared import (MARKER_NAME, ManifestPairs, check_index, check_marker, check_written, clear_marker,
+                                    layout_check, lookup, not_prepared_message, preparation_command, read_manifest,
+                                    resolve_root, write_json)
 from hyro_edu.hierarchy.trees import Tree
 
 __all__ = [
@@ -205,13 +206,8 @@ def check_prepared(name: str, split: Optional[str] = None, root=None) -> dict:
     """
     info = dataset_info(name)
 
-    def version_problem(content: dict) -> Optional[str]:
-        if content.get("layout_version") == LAYOUT_VERSION and content.get("dataset") == name:
-            return None
-        return (f"marker of layout version {content.get('layout_version')} for "
-                f"{content.get('dataset')!r}, this code reads version {LAYOUT_VERSION}; rerun with --force")
-
-    return check_marker(dataset_dir(name, root), name, info.splits, split, version_problem=version_problem,
+    return check_marker(dataset_dir(name, root), name, info.splits, split,
+                        version_problem=layout_check(name, LAYOUT_VERSION),
                         not_prepared=lambda reason: _not_prepared(name, root, reason))
 
 
@@ -227,12 +223,8 @@ def write_prepared(name: str, root, *, splits: dict, files: Sequence[str], sourc
     relative to the dataset folder. Returns the marker path.
     """
     info = dataset_info(name)
-    if not splits or any(s not in info.splits for s in splits):
-        raise ValueError(f"splits must be among {list(info.splits)}, got {sorted(splits)}")
     directory = dataset_dir(name, root)
-    for rel in files:
-        if not (directory / rel).is_file():
-            raise ValueError(f"files names {rel}, which does not exist under {directory}")
+    check_written(directory, info.splits, splits, files)
     marker = {
         "dataset": name,
         "layout_version": LAYOUT_VERSION,

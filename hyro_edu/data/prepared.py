@@ -37,6 +37,8 @@ __all__ = [
     "write_json",
     "clear_marker",
     "check_marker",
+    "layout_check",
+    "check_written",
     "read_manifest",
     "check_index",
     "read_image",
@@ -116,6 +118,30 @@ def check_marker(directory: Path, name: str, splits: Sequence[str], split: Optio
     if split is not None and split not in content.get("splits", {}):
         raise not_prepared(f"split {split!r} was not prepared, only {sorted(content.get('splits', {}))}")
     return content
+
+
+def layout_check(name: str, layout_version: int) -> Callable[[dict], Optional[str]]:
+    """The ``version_problem`` of :func:`hyro_edu.data.prepared.check_marker` for a reader of dataset
+    ``name`` in layout ``layout_version``: ``None`` for a marker of both, otherwise the reason (with
+    "rerun with --force")."""
+    def version_problem(content: dict) -> Optional[str]:
+        if content.get("layout_version") == layout_version and content.get("dataset") == name:
+            return None
+        return (f"marker of layout version {content.get('layout_version')} for "
+                f"{content.get('dataset')!r}, this code reads version {layout_version}; rerun with --force")
+
+    return version_problem
+
+
+def check_written(directory: Path, known_splits: Sequence[str], splits: Mapping, files: Sequence[str]) -> None:
+    """Check a completion marker about to be written in ``directory``: ``ValueError`` unless ``splits``
+    (split -> number of samples) is non-empty and among ``known_splits``, and every path in ``files``
+    (relative to ``directory``) is a file."""
+    if not splits or any(s not in known_splits for s in splits):
+        raise ValueError(f"splits must be among {list(known_splits)}, got {sorted(splits)}")
+    for rel in files:
+        if not (Path(directory) / rel).is_file():
+            raise ValueError(f"files names {rel}, which does not exist under {directory}")
 
 
 def read_manifest(directory: Path, split: str, marker: dict,

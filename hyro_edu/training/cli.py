@@ -7,7 +7,9 @@ build it, so ``--help`` answers at once.  :func:`parse_or_exit` turns every
 (status 2, the message names the key and the allowed values) -- before torch, Lightning or any
 model loads; :func:`hyro_edu.training.cli.load_or_exit` and
 :func:`hyro_edu.training.cli.run_dir_or_exit` apply it to reading the config and to checking its
-run directory, and :func:`hyro_edu.training.cli.print_config` answers ``--print-config``.
+run directory, and :func:`hyro_edu.training.cli.print_config` answers ``--print-config``;
+:func:`hyro_edu.training.cli.checked_config_or_exit` does all three for a system's config module, and
+:func:`hyro_edu.training.cli.train_or_exit` trains and prints the summary and the metrics.
 :func:`run_or_exit` runs the training and turns
 :class:`~hyro_edu.training.runs.TrainingInterrupted` into the message "interrupted at step N; run
 the same command to resume" on stderr and the exit status 130 (SIGINT) or 143 (SIGTERM).
@@ -18,11 +20,12 @@ import argparse
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from hyro_edu.training.runs import RunConflict, TrainingInterrupted
 
-__all__ = ["config_parser", "parse_or_exit", "load_or_exit", "print_config", "run_dir_or_exit", "run_or_exit"]
+__all__ = ["config_parser", "parse_or_exit", "load_or_exit", "print_config", "run_dir_or_exit", "run_or_exit",
+           "checked_config_or_exit", "train_or_exit"]
 
 T = TypeVar("T")
 
@@ -94,3 +97,36 @@ def run_or_exit(parser: argparse.ArgumentParser, work: Callable[[], int]) -> int
         return err.exit_code
     except RunConflict as err:
         parser.error(str(err))
+
+
+
+def checked_config_or_exit(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                           config_module: Any) -> tuple[Any, Optional[Path]]:
+    """``(config, run directory)``: the config read by ``config_module.load_config``
+    (:func:`hyro_edu.training.cli.load_or_exit`), its data checked (``config_module.check_data``) and
+    its run directory (:func:`hyro_edu.training.cli.run_dir_or_exit` with ``config_module.run_dir``
+    and ``config_module.check_run_dir``); every error by ``parser.error``.  With ``--print-config``
+    the config is printed instead (:func:`hyro_edu.training.cli.print_config`) and the directory is
+    ``None``: nothing is checked."""
+    config = load_or_exit(parser, args, config_module.load_config)
+    if args.print_config:
+        print_config(config)
+        return config, None
+    parse_or_exit(parser, lambda: config_module.check_data(config, args.data_root))
+    return config, run_dir_or_exit(parser, args, config, config_module.run_dir, config_module.check_run_dir)
+
+
+def train_or_exit(parser: argparse.ArgumentParser, args: argparse.Namespace, config, directory: Path,
+                  run: Any) -> int:
+    """Train ``config`` with ``run.train`` (``run``: a system's ``run`` module, which also has
+    ``format_summary`` and ``format_metrics``), print the summary, the metrics and where
+    ``metrics.json`` is; interruptions and late conflicts as :func:`hyro_edu.training.cli.run_or_exit`."""
+    def work() -> int:
+        result = run.train(config, root=args.root, data_root=args.data_root, retrain=args.retrain)
+        print(run.format_summary(result))
+        if result["metrics"]:
+            print(run.format_metrics(result["metrics"]))
+        print(f"metrics: {directory / 'metrics.json'}")
+        return 0
+
+    return run_or_exit(parser, work)

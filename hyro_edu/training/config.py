@@ -33,6 +33,9 @@ from typing import ClassVar, Mapping, Sequence, Union
 
 import yaml
 
+from hyro_edu.core import paths
+from hyro_edu.training.runs import check_run
+
 __all__ = ["TrainConfig", "shipped_configs", "parse_value", "parse_overrides", "suggest"]
 
 
@@ -214,3 +217,27 @@ class TrainConfig:
             if d[name] == self.field_default(name):
                 d.pop(name)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    # -- runs --------------------------------------------------------------------------------
+    def check_name(self) -> None:
+        """Raise ``ValueError`` unless the ``name`` field is ``None`` or a run name: letters, digits and
+        ``-_.``, not starting with ``.`` (the dataclass's ``__post_init__`` calls it)."""
+        name = getattr(self, "name", None)
+        if name is not None and (not isinstance(name, str) or not name or name.startswith(".")
+                                 or any(not (ch.isalnum() or ch in "-_.") for ch in name)):
+            raise ValueError(f"name must be null or a run name of letters, digits and '-_.', got {name!r}")
+
+    def run_dir(self, root: Union[str, Path, None] = None) -> Path:
+        """``<root>/<name>`` of the resolved config; ``root`` defaults to ``$HYRO_EDU_CHECKPOINTS``
+        (:func:`hyro_edu.core.paths.checkpoint_dir`)."""
+        config = self.resolved()
+        return (Path(root) if root is not None else paths.checkpoint_dir()) / config.name
+
+    def checked_run_dir(self, root: Union[str, Path, None] = None) -> Path:
+        """:meth:`hyro_edu.training.config.TrainConfig.run_dir`, after checking that its ``run.json``
+        (if any) names this config's key; :class:`~hyro_edu.training.runs.RunConflict` otherwise.
+        Reads JSON only."""
+        config = self.resolved()
+        directory = config.run_dir(root)
+        check_run(directory, config.key(), config.name)
+        return directory

@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from hyro_edu.training import lightning as engine
 from hyro_edu.training.runs import RESULT_FILE, InterruptGuard, RunConflict, TrainingInterrupted, claim_run
 
-__all__ = ["LAST_CHECKPOINT", "Fitted", "read_result", "resume_step", "fit"]
+__all__ = ["LAST_CHECKPOINT", "Fitted", "read_result", "load_finished", "load_or_train", "resume_step", "fit"]
 
 #: The checkpoint an interrupted run resumes from, relative to the run directory.
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -62,6 +62,39 @@ def read_result(path: Path, key: str, name: str) -> Optional[dict]:
     result = torch.load(path, map_location="cpu", weights_only=False)
     if result.get("key") != key:
         raise RunConflict(path, name)
+    return result
+
+
+def load_finished(directory: Path, key: str, name: str) -> Optional[dict]:
+    """The finished run in ``directory`` (its ``result.pt``, :func:`hyro_edu.training.fit.read_result`)
+    with ``loaded=True``, ``resumed=False``, ``run_dir`` and ``seconds`` (the time to read it) set,
+    or ``None``; never trains.
+
+    Raises :class:`~hyro_edu.training.runs.RunConflict` when the result holds another config ``key``.
+    """
+    start = time.perf_counter()
+    result = read_result(Path(directory) / RESULT_FILE, key, name)
+    if result is None:
+        return None
+    result.update(loaded=True, resumed=False, run_dir=directory, seconds=time.perf_counter() - start)
+    return result
+
+
+def load_or_train(load: Callable[[], Optional[dict]], check: Callable[[], Any],
+                  attempt: Callable[[InterruptGuard], dict], *, retrain: bool = False) -> dict:
+    """Load if present, else train: ``load()`` (unless ``retrain``) when it finds a finished run;
+    otherwise ``check()`` (the data, before anything is built), then ``attempt(guard)`` inside an
+    :class:`~hyro_edu.training.runs.InterruptGuard`, with ``result["seconds"]`` the wall time of this call.
+    """
+    start = time.perf_counter()
+    if not retrain:
+        result = load()
+        if result is not None:
+            return result
+    check()
+    with InterruptGuard() as guard:
+        result = attempt(guard)
+    result["seconds"] = time.perf_counter() - start
     return result
 
 

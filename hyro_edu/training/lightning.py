@@ -10,6 +10,10 @@
   which the caller turns into :class:`~hyro_edu.training.runs.TrainingInterrupted`.  (Lightning
   2.6 itself turns a ``KeyboardInterrupt`` into ``sys.exit(1)`` and a SIGTERM into a
   ``SystemExit`` with status 0, both without a checkpoint of the current step.)
+* :class:`hyro_edu.training.lightning.ConfigTask` is the ``LightningModule`` base of a system's
+  task: its config's key in the hyperparameters (a checkpoint of another key is refused), the
+  seeded per-step generator, the loss of every step and the optimiser with a per-step
+  ``LambdaLR`` schedule.
 * :func:`csv_loggers` writes ``<run>/logs/csv/version_<attempt>/metrics.csv`` (and TensorBoard
   logs when ``tensorboard`` is installed), flushed every ``flush_every`` steps.
 """
@@ -21,15 +25,16 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 from hyro_edu.training.runs import InterruptGuard
 
-__all__ = ["quiet", "StepProgressBar", "StopOnSignal", "StopRequested", "csv_loggers"]
+__all__ = ["quiet", "StepProgressBar", "StopOnSignal", "StopRequested", "ConfigTask", "csv_loggers"]
 
 #: Advice Lightning gives that does not apply to these runs (single process, small in-memory data,
 #: checkpoints written on purpose into an existing run folder, resumes in the middle of the one epoch).
@@ -154,6 +159,56 @@ class StopOnSignal(L.Callback):
         for logger in trainer.loggers:
             logger.save()
         raise StopRequested(trainer.global_step, self.checkpoint)
+
+
+class ConfigTask(L.LightningModule):
+    """The ``LightningModule`` part every system's task shares: ``model`` and the resolved ``config``
+    (a :class:`hyro_edu.training.config.TrainConfig`), whose ``to_dict()`` and ``key()`` go into the
+    hyperparameters; ``losses`` lists the loss of every step this process ran.
+
+    A subclass writes ``training_step`` and the two hooks
+    :meth:`hyro_edu.training.lightning.ConfigTask.make_optimizer` and
+    :meth:`hyro_edu.training.lightning.ConfigTask.lr_lambda`; the schedule steps every optimiser
+    step, and ``lr`` is logged every step.  A checkpoint of another config key is refused on load.
+    """
+
+    def __init__(self, model, config):
+        super().__init__()
+        self.model = model
+        self.config = config.resolved()
+        self.save_hyperparameters({"config": self.config.to_dict(), "key": self.config.key()})
+        self.losses: list[float] = []
+
+    def step_generator(self) -> torch.Generator:
+        """The generator of the current step's random draws, seeded by ``(seed, step)``."""
+        return torch.Generator().manual_seed(int(self.config.seed) * 1_000_003 + int(self.trainer.global_step))
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+        sched = self.lr_schedulers()
+        if sched is not None:
+            self.log("lr", sched.optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    def make_optimizer(self, params: list) -> torch.optim.Optimizer:
+        """The optimiser of the trainable ``params`` (a subclass's choice)."""
+        raise NotImplementedError
+
+    def lr_lambda(self) -> Callable[[int], float]:
+        """The learning-rate factor of each step (``LambdaLR``'s ``lr_lambda``; a subclass's choice)."""
+        raise NotImplementedError
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = self.make_optimizer(params)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_lambda())
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if checkpoint.get("hyper_parameters", {}).get("key") != self.config.key():
+            raise ValueError(
+                f"the checkpoint was written by a different config than run {self.config.name!r}; "
+                "train it again with --retrain (retrain=True in Python), or give this config a new name"
+            )
 
 
 def csv_loggers(directory: Path, *, flush_every: int = 100) -> list:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional, Union
 
-from hyro_edu.core import checks, paths
+from hyro_edu.core import checks
 from hyro_edu.hvsa import latent as _latent
 from hyro_edu.hvsa import objective as _objective
 from hyro_edu.hvsa.classification import CLS_LOSSES
@@ -23,7 +23,6 @@ from hyro_edu.hvsa.sampling import LABEL_SAMPLES
 from hyro_edu.hvsa.taxonomy import PRIOR_LABELS
 from hyro_edu.hvsa.visual_embedding import BASE_POINTS, POSTERIOR_SCALES
 from hyro_edu.training.config import TrainConfig, suggest
-from hyro_edu.training.runs import check_run
 
 __all__ = [
     "DATASETS",
@@ -187,9 +186,7 @@ class HVSATrainConfig(TrainConfig):
 
     def __post_init__(self):
         self.coerce_sequences()
-        if self.name is not None and (not isinstance(self.name, str) or not self.name or self.name.startswith(".")
-                                      or any(not (ch.isalnum() or ch in "-_.") for ch in self.name)):
-            raise ValueError(f"name must be null or a run name of letters, digits and '-_.', got {self.name!r}")
+        self.check_name()
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}"
                              + suggest(str(self.dataset), DATASETS))
@@ -328,17 +325,13 @@ def load_config(config: Union[str, Path, None] = None, overrides=None) -> HVSATr
 def run_dir(config: HVSATrainConfig, root: Optional[Union[str, Path]] = None) -> Path:
     """``<root>/<name>``; ``root`` defaults to ``$HYRO_EDU_CHECKPOINTS``
     (:func:`hyro_edu.core.paths.checkpoint_dir`)."""
-    config = config.resolved()
-    return (Path(root) if root is not None else paths.checkpoint_dir()) / config.name
+    return config.run_dir(root)
 
 
 def check_run_dir(config: HVSATrainConfig, root: Optional[Union[str, Path]] = None) -> Path:
     """:func:`run_dir`, after checking that its ``run.json`` (if any) names this config's key;
     :class:`~hyro_edu.training.runs.RunConflict` otherwise.  Reads JSON only."""
-    config = config.resolved()
-    directory = run_dir(config, root)
-    check_run(directory, config.key(), config.name)
-    return directory
+    return config.checked_run_dir(root)
 
 
 def check_data(config: HVSATrainConfig, data_root=None) -> None:

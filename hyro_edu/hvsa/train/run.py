@@ -11,7 +11,6 @@ value, a dataset that is not prepared -- is raised before the data or a model is
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Optional, Union
 
@@ -21,7 +20,7 @@ from hyro_edu.core import paths
 from hyro_edu.hvsa.train.config import HVSATrainConfig, check_data, check_run_dir, load_config, run_dir
 from hyro_edu.hvsa.train.data import build_data
 from hyro_edu.hvsa.train.task import HVSADataModule, HVSAModel, HVSATask, build_model, evaluate
-from hyro_edu.training.fit import fit, read_result
+from hyro_edu.training.fit import fit, load_finished, load_or_train
 from hyro_edu.training.runs import (METRICS_FILE, RESULT_FILE, InterruptGuard, RunConflict, TrainingInterrupted,
                                     summary_line, write_json)
 
@@ -33,13 +32,7 @@ def load_result(config: HVSATrainConfig, root: Optional[Union[str, Path]] = None
     """The finished run of ``config`` (its ``result.pt``, ``loaded=True``), or ``None``.  Never
     trains; :class:`~hyro_edu.training.runs.RunConflict` when the directory holds another config."""
     config = config.resolved()
-    directory = check_run_dir(config, root)
-    start = time.perf_counter()
-    result = read_result(directory / RESULT_FILE, config.key(), config.name)
-    if result is None:
-        return None
-    result.update(loaded=True, resumed=False, run_dir=directory, seconds=time.perf_counter() - start)
-    return result
+    return load_finished(check_run_dir(config, root), config.key(), config.name)
 
 
 def format_metrics(metrics: dict) -> str:
@@ -97,19 +90,13 @@ def train(config: Optional[HVSATrainConfig] = None, *, root: Optional[Union[str,
     ends the current step, writes ``last.ckpt`` at that step and raises
     :class:`~hyro_edu.training.runs.TrainingInterrupted`; calling ``train`` again resumes.
     """
-    start = time.perf_counter()
     config = (load_config() if config is None else config).resolved()
     directory = run_dir(config, root)
-    if not retrain:
-        result = load_result(config, root)
-        if result is not None:
-            return result
-    check_data(config, data_root)
-    with InterruptGuard() as guard:
-        result = _train(config, directory, guard=guard, device=device, data_root=data_root,
-                        evaluate=evaluate, retrain=retrain)
-    result["seconds"] = time.perf_counter() - start
-    return result
+    return load_or_train(
+        lambda: load_result(config, root), lambda: check_data(config, data_root),
+        lambda guard: _train(config, directory, guard=guard, device=device, data_root=data_root,
+                             evaluate=evaluate, retrain=retrain),
+        retrain=retrain)
 
 
 def _train(config: HVSATrainConfig, directory: Path, *, guard: InterruptGuard, device, data_root,

@@ -38,6 +38,7 @@ from hyro_edu.hvsa.backbones import build_backbone
 from hyro_edu.hvsa.head import HVSAHead
 from hyro_edu.hvsa.train.config import HVSATrainConfig
 from hyro_edu.hvsa.train.data import HVSAData, ResumableSampler, downsample_labels
+from hyro_edu.training.lightning import ConfigTask
 
 __all__ = ["lr_factor", "HVSAModel", "HVSATask", "HVSADataModule", "build_model", "evaluate"]
 
@@ -100,20 +101,12 @@ def build_model(config: HVSATrainConfig, tree, *, in_dim: Optional[int] = None) 
     return HVSAModel(backbone, head)
 
 
-class HVSATask(L.LightningModule):
+class HVSATask(ConfigTask):
     """Lightning wrapper: Eq. (12) on a training batch, the optimiser and the schedule.
     ``losses`` lists the loss of every step this process ran."""
 
     def __init__(self, model: HVSAModel, config: HVSATrainConfig):
-        super().__init__()
-        self.model = model
-        self.config = config.resolved()
-        self.save_hyperparameters({"config": self.config.to_dict(), "key": self.config.key()})
-        self.losses: list[float] = []
-
-    def step_generator(self) -> torch.Generator:
-        """The generator of the current step's draws, seeded by ``(seed, step)``."""
-        return torch.Generator().manual_seed(int(self.config.seed) * 1_000_003 + int(self.trainer.global_step))
+        super().__init__(model, config)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.model(batch["input"], batch["target"], generator=self.step_generator())
@@ -123,28 +116,14 @@ class HVSATask(L.LightningModule):
         self.log("train/loss", out["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False)
         return out["loss"]
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
-        sched = self.lr_schedulers()
-        if sched is not None:
-            self.log("lr", sched.optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
-
-    def configure_optimizers(self):
+    def make_optimizer(self, params: list) -> torch.optim.Optimizer:
         c = self.config
-        params = [p for p in self.model.parameters() if p.requires_grad]
         if c.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-        else:
-            opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(c))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if checkpoint.get("hyper_parameters", {}).get("key") != self.config.key():
-            raise ValueError(
-                f"the checkpoint was written by a different config than run {self.config.name!r}; "
-                "train it again with --retrain (retrain=True in Python), or give this config a new name"
-            )
+    def lr_lambda(self):
+        return lr_factor(self.config)
 
 
 def _collate_batched(batch):

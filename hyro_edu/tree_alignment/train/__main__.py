@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from hyro_edu.training.cli import (config_parser, load_or_exit, parse_or_exit, print_config, run_dir_or_exit,
-                                   run_or_exit)
+from hyro_edu.training.cli import checked_config_or_exit, config_parser, train_or_exit
 from hyro_edu.training.config import shipped_configs
 
 __all__ = ["main"]
@@ -38,25 +37,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from hyro_edu.tree_alignment.train import config as C  # torch, not Lightning
 
-    config = load_or_exit(parser, args, C.load_config)
-    if args.print_config:
-        return print_config(config)
-    parse_or_exit(parser, lambda: C.check_data(config, args.data_root))
-    directory = run_dir_or_exit(parser, args, config, C.run_dir, C.check_run_dir)
+    config, directory = checked_config_or_exit(parser, args, C)
+    if directory is None:  # --print-config: printed
+        return 0
     print(f"run {config.name!r}: {config.dataset}, variant {config.variant}, {config.shots}-shot, "
           f"{config.clip_model}, batch {config.batch_size} x {config.total_steps} steps -> {directory}", flush=True)
 
     from hyro_edu.tree_alignment.train import run as R  # Lightning, the model
 
-    def work() -> int:
-        result = R.train(config, root=args.root, data_root=args.data_root, retrain=args.retrain)
-        print(R.format_summary(result))
-        if result["metrics"]:
-            print(R.format_metrics(result["metrics"]))
-        print(f"metrics: {directory / 'metrics.json'}")
-        return 0
-
-    return run_or_exit(parser, work)
+    return train_or_exit(parser, args, config, directory, R)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,7 +24,6 @@ from typing import ClassVar, Optional, Union
 
 from hyro_edu.core import checks, paths
 from hyro_edu.training.config import TrainConfig, suggest
-from hyro_edu.training.runs import check_run
 
 __all__ = [
     "DATASETS",
@@ -149,9 +148,7 @@ class TreeAlignmentTrainConfig(TrainConfig):
 
     def __post_init__(self):
         self.coerce_sequences()
-        if self.name is not None and (not isinstance(self.name, str) or not self.name or self.name.startswith(".")
-                                      or any(not (ch.isalnum() or ch in "-_.") for ch in self.name)):
-            raise ValueError(f"name must be null or a run name of letters, digits and '-_.', got {self.name!r}")
+        self.check_name()
         for field_name, allowed in (("dataset", DATASETS), ("variant", VARIANTS), ("clip_model", tuple(CLIP_MODELS)),
                                     ("propagation", ("official", "invite")), ("curv_variant", ("official", "paper")),
                                     ("padding", ("mask", "zeros")), ("precision", PRECISIONS)):
@@ -297,17 +294,13 @@ def load_config(config: Union[str, Path, None] = None, overrides=None) -> TreeAl
 
 def run_dir(config: TreeAlignmentTrainConfig, root: Optional[Union[str, Path]] = None) -> Path:
     """``<root>/<name>``; ``root`` defaults to ``$HYRO_EDU_CHECKPOINTS``."""
-    config = config.resolved()
-    return (Path(root) if root is not None else paths.checkpoint_dir()) / config.name
+    return config.run_dir(root)
 
 
 def check_run_dir(config: TreeAlignmentTrainConfig, root: Optional[Union[str, Path]] = None) -> Path:
     """:func:`hyro_edu.tree_alignment.train.config.run_dir` after checking that its ``run.json``
     (if any) names this config's key."""
-    config = config.resolved()
-    directory = run_dir(config, root)
-    check_run(directory, config.key(), config.name)
-    return directory
+    return config.checked_run_dir(root)
 
 
 def check_data(config: TreeAlignmentTrainConfig, data_root=None) -> None:

@@ -21,7 +21,6 @@ trained tensors, the loss and curvature trajectories; written last).
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Optional, Union
 
@@ -29,8 +28,8 @@ import torch
 
 from hyro_edu.core import paths
 from hyro_edu.hierarchy.tree_cuts import load_cuts, save_cuts
-from hyro_edu.training.fit import fit, read_result
-from hyro_edu.training.runs import (METRICS_FILE, RESULT_FILE, InterruptGuard, RunConflict, TrainingInterrupted,
+from hyro_edu.training.fit import fit, load_finished, load_or_train
+from hyro_edu.training.runs import (METRICS_FILE, RESULT_FILE, RunConflict, TrainingInterrupted,
                                     summary_line, write_json)
 from hyro_edu.tree_alignment.model import TreeAlignmentModel
 from hyro_edu.tree_alignment.train.config import (TreeAlignmentTrainConfig, check_data, check_run_dir, load_config,
@@ -49,13 +48,7 @@ CURVATURES_FILE = "curvatures.csv"
 def load_result(config: TreeAlignmentTrainConfig, root: Optional[Union[str, Path]] = None) -> Optional[dict]:
     """The finished run of ``config`` (its ``result.pt``, ``loaded=True``), or ``None``; never trains."""
     config = config.resolved()
-    directory = check_run_dir(config, root)
-    start = time.perf_counter()
-    result = read_result(directory / RESULT_FILE, config.key(), config.name)
-    if result is None:
-        return None
-    result.update(loaded=True, resumed=False, run_dir=directory, seconds=time.perf_counter() - start)
-    return result
+    return load_finished(check_run_dir(config, root), config.key(), config.name)
 
 
 def format_metrics(metrics: dict) -> str:
@@ -120,19 +113,13 @@ def train(config: Optional[TreeAlignmentTrainConfig] = None, *, root: Optional[U
     :class:`~hyro_edu.training.runs.RunConflict` before anything is built, and
     :class:`~hyro_edu.training.runs.TrainingInterrupted` after SIGINT / SIGTERM (with a checkpoint).
     """
-    start = time.perf_counter()
     config = (load_config() if config is None else config).resolved()
     directory = run_dir(config, root)
-    if not retrain:
-        result = load_result(config, root)
-        if result is not None:
-            return result
-    check_data(config, data_root)
-    with InterruptGuard() as guard:
-        result = _train(config, directory, guard=guard, device=device, data_root=data_root,
-                        evaluate=evaluate, retrain=retrain, clip=clip)
-    result["seconds"] = time.perf_counter() - start
-    return result
+    return load_or_train(
+        lambda: load_result(config, root), lambda: check_data(config, data_root),
+        lambda guard: _train(config, directory, guard=guard, device=device, data_root=data_root,
+                             evaluate=evaluate, retrain=retrain, clip=clip),
+        retrain=retrain)
 
 
 def _train(config, directory: Path, *, guard, device, data_root, evaluate: bool, retrain: bool, clip) -> dict:

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from hyro_edu.hierarchy import taxonomic_metrics as TM
 from hyro_edu.hierarchy.tree_cuts import DEFAULT_RATES, sample_cuts
+from hyro_edu.training.lightning import ConfigTask
 from hyro_edu.tree_alignment.model import TreeAlignmentModel
 from hyro_edu.tree_alignment.train.config import TreeAlignmentTrainConfig
 from hyro_edu.tree_alignment.train.data import ResumableSampler, TreeAlignmentData
@@ -68,7 +69,7 @@ def build_model(config: TreeAlignmentTrainConfig, tree, *, clip=None) -> TreeAli
     return TreeAlignmentModel(clip, tree, **config.model_kwargs())
 
 
-class TreeAlignmentTask(L.LightningModule):
+class TreeAlignmentTask(ConfigTask):
     """Lightning wrapper: the loss of a training batch, SGD and the schedule.  ``losses`` lists the
     loss of every step this process ran; ``curvatures`` the ``(step, c_i, c_t, c_m)`` of every step
     of the run, earlier attempts included (kept in the checkpoint, so a resumed run has the whole
@@ -79,17 +80,9 @@ class TreeAlignmentTask(L.LightningModule):
     ``strict_loading = False``)."""
 
     def __init__(self, model: TreeAlignmentModel, config: TreeAlignmentTrainConfig):
-        super().__init__()
+        super().__init__(model, config)
         self.strict_loading = False  # the frozen CLIP is not in the checkpoint
-        self.model = model
-        self.config = config.resolved()
-        self.save_hyperparameters({"config": self.config.to_dict(), "key": self.config.key()})
-        self.losses: list[float] = []
         self.curvatures: list[tuple] = []
-
-    def step_generator(self) -> torch.Generator:
-        """The generator of the current step's tree cut, seeded by ``(seed, step)``."""
-        return torch.Generator().manual_seed(int(self.config.seed) * 1_000_003 + int(self.trainer.global_step))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.model(batch["input"], batch["target"], generator=self.step_generator())
@@ -104,18 +97,12 @@ class TreeAlignmentTask(L.LightningModule):
         self.log("train/loss", out["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False)
         return out["loss"]
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
-        sched = self.lr_schedulers()
-        if sched is not None:
-            self.log("lr", sched.optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
-
-    def configure_optimizers(self):
+    def make_optimizer(self, params: list) -> torch.optim.Optimizer:
         c = self.config
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(c))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+
+    def lr_lambda(self):
+        return lr_factor(self.config)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["curvatures"] = list(self.curvatures)
@@ -126,11 +113,7 @@ class TreeAlignmentTask(L.LightningModule):
             del state[name]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if checkpoint.get("hyper_parameters", {}).get("key") != self.config.key():
-            raise ValueError(
-                f"the checkpoint was written by a different config than run {self.config.name!r}; "
-                "train it again with --retrain (retrain=True in Python), or give this config a new name"
-            )
+        super().on_load_checkpoint(checkpoint)
         self.curvatures = [tuple(c) for c in checkpoint.get("curvatures", [])]
 
 
