@@ -22,6 +22,7 @@ Usage::
     python benchmarks/bench_cayley.py --device cuda
     python benchmarks/bench_cayley.py --dims 768 --blocks 256 --repeats 21
     python benchmarks/bench_cayley.py --threads 1          # a shared / loaded CPU
+    python benchmarks/bench_cayley.py --device cuda --out cayley.json   # and the JSON record
 
 Target (issue 3): block Cayley at d = 768, n = 256 at least 5x faster than dense Cayley.  Under
 the verdict the script prints the flop rate of both forward solves: the wall-clock ratio is the
@@ -36,6 +37,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
+from _report import make_record, target, write_record
 from _timing import median_seconds  # benchmarks/_timing.py: the script's folder is on sys.path
 from hyro_edu.geometry.cayley import block_cayley, cayley, skew
 
@@ -131,6 +133,7 @@ def main(argv=None):
         help="orthogonal_map of torch.nn.utils.parametrizations.orthogonal (default: its default "
         "for square matrices, matrix_exp)",
     )
+    parser.add_argument("--out", default=None, help="write the results as JSON to this path")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
@@ -178,7 +181,7 @@ def main(argv=None):
                 print(f"{d:>5} {n:>4} {d // n:>3} | block Cayley failed: {str(err)[:60]}")
                 continue
             block = [time_it(f) for f in fns]
-            results[(d, n)] = dict(block=block, dense=dense, torch=torch_t)
+            results[(d, n)] = dict(block=block, dense=dense, torch=torch_t, orthogonal=not bad)
             cells = []
             for i in range(2):
                 cells.append(
@@ -187,6 +190,8 @@ def main(argv=None):
                 )
             flag = "  <- WRONG R (not orthogonal): see --threads" if bad else ""
             print(f"{d:>5} {n:>4} {d // n:>3} | " + " | ".join(cells) + flag)
+    targets, headline = [], {}
+    what = "block Cayley >= 5x faster than dense at d = 768, n = 256 (forward and forward+backward)"
     if (768, 256) in results:
         r = results[(768, 256)]
         fwd, both = r["dense"][0] / r["block"][0], r["dense"][1] / r["block"][1]
@@ -203,6 +208,28 @@ def main(argv=None):
             f"forward solve rate: dense {rate_dense:.1f} Gflop/s, blocks {rate_block:.1f} Gflop/s"
             f" ({rate_block / rate_dense:.2f} of dense; 5x needs >= {5 / 9:.2f})"
         )
+        targets.append(target(what, min(fwd, both), 5.0, unit="x", met=min(fwd, both) >= 5, direction=">="))
+        headline = dict(speedup_forward=fwd, speedup_forward_backward=both,
+                        gflops_dense=rate_dense, gflops_block=rate_block)
+    else:
+        targets.append(target(what, None, 5.0, unit="x", met=None, direction=">="))
+    if args.out:
+        rows = []
+        for (d, n), r in results.items():
+            row = dict(d=d, n=n, blocks=d // n, orthogonal=r["orthogonal"])
+            for i, kind in enumerate(("forward", "forward_backward")):
+                for impl in ("block", "dense", "torch"):
+                    row[f"{impl}_{kind}"] = r[impl][i] / 1e3  # seconds
+                row[f"dense_over_block_{kind}"] = r["dense"][i] / r["block"][i]
+                row[f"torch_over_block_{kind}"] = r["torch"][i] / r["block"][i]
+            rows.append(row)
+        record = make_record(
+            "bench_cayley.py", dev, repeats=args.repeats, torch_map=args.torch_map,
+            sizes=dict(dims=args.dims, blocks=args.blocks, dtype=args.dtype),
+            results=rows, targets=targets, headline=headline,
+        )
+        write_record(args.out, record)
+    return results
 
 
 if __name__ == "__main__":

@@ -60,13 +60,13 @@ Usage::
 from __future__ import annotations
 
 import math
-import platform
 import statistics
 
 import torch
 from torch import nn
 
 from _memory import PeakMemory, memory_method  # benchmarks/_memory.py: the script's folder is on sys.path
+from _report import make_record, target
 from _table import add_ratios, print_header, ratio_cell, write_record
 from _timing import step_args, step_parser, timed_steps
 from hyro_edu.hierarchy.taxonomies import (
@@ -263,14 +263,18 @@ def main(argv=None):
         print(f"target {what}: {'PASS' if verdict else 'FAIL'} ({hvsa['time_ratio']:.3f}x)")
 
     if args.out:
-        record = dict(
-            script="bench_hvsa_step.py", size=args.size, device=args.device, device_name=where,
-            torch=torch.__version__, python=platform.python_version(), amp=args.amp,
-            batch=args.batch, image=list(args.cfg["image"]), labels=taxonomy.num_labels,
-            backbone=args.cfg["backbone"], head=args.cfg["head"],
-            pixel_samples=args.cfg["pixel_samples"], steps=args.steps, warmup=args.warmup,
-            reference=REFERENCE, target_ratio=TARGET_RATIO, target_met=verdict,
-            results=results,
+        sizes = dict(size=args.size, batch=args.batch, image=list(args.cfg["image"]), labels=taxonomy.num_labels,
+                     backbone=args.cfg["backbone"], head=args.cfg["head"],
+                     pixel_samples=args.cfg["pixel_samples"], steps=args.steps, warmup=args.warmup)
+        ratio = hvsa["time_ratio"] if hvsa is not None else None
+        record = make_record(
+            "bench_hvsa_step.py", args.device, **sizes, amp=args.amp, reference=REFERENCE,
+            target_ratio=TARGET_RATIO, target_met=verdict, memory=memory_method(args.device),
+            sizes=sizes, results=results,
+            targets=[target(what, ratio, TARGET_RATIO, unit="x", met=verdict)],
+            headline=dict(hvsa_seconds=hvsa["seconds"] if hvsa else None, hvsa_over_focal=ratio,
+                          focal_seconds=ref["seconds"] if ref else None,
+                          max_peak_bytes=max(r["peak_bytes"] for r in results)),
         )
         write_record(args.out, record)
     return results

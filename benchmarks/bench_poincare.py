@@ -17,6 +17,7 @@ Usage::
     python benchmarks/bench_poincare.py                 # CPU, 65,536 x 512
     python benchmarks/bench_poincare.py --device cuda   # on a GPU
     python benchmarks/bench_poincare.py --n 8192 --repeats 5   # quick look
+    python benchmarks/bench_poincare.py --device cuda --out poincare.json   # and the JSON record
 
 Target (issue 3): no op slower than geoopt.
 """
@@ -27,6 +28,7 @@ import warnings
 
 import torch
 
+from _report import make_record, target, write_record
 from _timing import median_seconds  # benchmarks/_timing.py: the script's folder is on sys.path
 from hyro_edu import poincare as P
 from hyro_edu.core.curvature import to_geoopt_k
@@ -44,6 +46,7 @@ def main(argv=None):
     parser.add_argument("--c", type=float, default=1.0, help="curvature parameter c > 0 (curvature -c)")
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per op (median reported)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--out", default=None, help="write the results as JSON to this path")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
@@ -96,15 +99,28 @@ def main(argv=None):
     print(f"{'op':14s} {'ours safe':>10s} {'geoopt safe':>12s} {'ratio':>6s}   "
           f"{'ours raw':>9s} {'geoopt raw':>11s} {'ratio':>6s}")
     worst = 0.0
+    rows = []
     with torch.no_grad():
         for name, (ours_safe, theirs_safe, ours_raw, theirs_raw) in ops.items():
             t = [median_seconds(f, repeats=args.repeats, device=dev) for f in (ours_safe, theirs_safe, ours_raw, theirs_raw)]
             r_safe, r_raw = t[0] / t[1], t[2] / t[3]
             worst = max(worst, r_safe, r_raw)
+            rows.append(dict(op=name, ours_safe=t[0], geoopt_safe=t[1], ratio_safe=r_safe,
+                             ours_raw=t[2], geoopt_raw=t[3], ratio_raw=r_raw))
             print(f"{name:14s} {t[0] * 1e3:8.1f}ms {t[1] * 1e3:10.1f}ms {r_safe:6.2f}   "
                   f"{t[2] * 1e3:7.1f}ms {t[3] * 1e3:9.1f}ms {r_raw:6.2f}")
     verdict = "met" if worst <= 1.0 else "NOT met"
     print(f"# largest ratio ours/geoopt: {worst:.2f} -> target 'no op slower than geoopt' {verdict}")
+    if args.out:
+        record = make_record(
+            "bench_poincare.py", dev, geoopt=geoopt.__version__, repeats=args.repeats,
+            sizes=dict(n=args.n, d=args.d, c=c, dtype="float32"), results=rows,
+            targets=[target("largest ours/geoopt time ratio (no op slower than geoopt)", worst, 1.0,
+                            unit="ratio", met=worst <= 1.0)],
+            headline=dict(worst_ratio=worst, worst_op=max(rows, key=lambda r: max(r["ratio_safe"], r["ratio_raw"]))["op"]),
+        )
+        write_record(args.out, record)
+    return rows
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Usage::
     python benchmarks/bench_tproduct.py --device cuda   # on a GPU
     python benchmarks/bench_tproduct.py --repeats 3 --sizes 32x32x32   # quick look
     python benchmarks/bench_tproduct.py --threads 1     # steadier on a busy machine
+    python benchmarks/bench_tproduct.py --device cuda --out tproduct.json   # and the JSON record
 
 Target (issue 3): the FFT at least 10x faster than the definition at n3 = 64.
 """
@@ -28,6 +29,7 @@ import os
 
 import torch
 
+from _report import make_record, target, write_record
 from _timing import median_seconds  # benchmarks/_timing.py: the script's folder is on sys.path
 from hyro_edu.geometry.tproduct import tproduct, tproduct_definition
 
@@ -65,6 +67,7 @@ def main(argv=None):
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
     )
+    parser.add_argument("--out", default=None, help="write the results as JSON to this path")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
@@ -83,7 +86,7 @@ def main(argv=None):
         f"{'n1 x n2 x l':>13s} {'n3':>4s} {'definition':>11s} {'fft':>9s} {'def/fft':>8s} "
         f"{'max |diff|':>10s}"
     )
-    at_64 = []
+    at_64, rows = [], []
     with torch.no_grad():
         for n1, n2, l in args.sizes:
             for n3 in args.n3:
@@ -97,16 +100,30 @@ def main(argv=None):
                 ratio = t_def / t_fft
                 if n3 == 64:
                     at_64.append(ratio)
+                rows.append(dict(n1=n1, n2=n2, l=l, n3=n3, definition=t_def, fft=t_fft, ratio=ratio,
+                                 max_abs_diff=diff))
                 print(
                     f"{f'{n1}x{n2}x{l}':>13s} {n3:4d} {t_def * 1e3:9.2f}ms {t_fft * 1e3:7.2f}ms "
                     f"{ratio:8.1f} {diff:10.1e}"
                 )
+    what = "FFT >= 10x faster than the definition at n3 = 64 (smallest ratio over the sizes)"
+    worst = min(at_64) if at_64 else None
     if at_64:
-        worst = min(at_64)
         verdict = "met" if worst >= 10 else "NOT met"
         print(
             f"# smallest definition/fft ratio at n3 = 64: {worst:.1f} -> target '>= 10x' {verdict}"
         )
+    if args.out:
+        record = make_record(
+            "bench_tproduct.py", dev, repeats=args.repeats,
+            sizes=dict(sizes=[list(s) for s in args.sizes], n3=args.n3, dtype="float32"),
+            results=rows,
+            targets=[target(what, worst, 10.0, unit="x", met=None if worst is None else worst >= 10,
+                            direction=">=")],
+            headline=dict(min_ratio_at_n3_64=worst, max_abs_diff=max(r["max_abs_diff"] for r in rows)),
+        )
+        write_record(args.out, record)
+    return rows
 
 
 if __name__ == "__main__":

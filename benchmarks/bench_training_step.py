@@ -36,6 +36,7 @@ Usage::
 
     python benchmarks/bench_training_step.py                  # GPU: ViT-B/16, 384², batch 4, 171 classes
     python benchmarks/bench_training_step.py --amp bf16
+    python benchmarks/bench_training_step.py --steps 10 --warmup 3 --out hyro_step.json   # and the JSON record
     python benchmarks/bench_training_step.py --device cpu     # tiny CLIP, 64², batch 4, 171 classes, 1 thread
     python benchmarks/bench_training_step.py --device cpu --threads 0 --modes attention hyro   # torch's threads
     python benchmarks/bench_training_step.py --model vit-b16 --device cpu --image-size 384 \\
@@ -56,6 +57,7 @@ import warnings
 import torch
 
 from _memory import PeakMemory, memory_method  # benchmarks/_memory.py: the script's folder is on sys.path
+from _report import make_record, target, write_record
 from _table import print_header, ratio_cell
 from _timing import timed_steps
 
@@ -156,6 +158,7 @@ def parse_args(argv=None):
         "process holds a core; 0 keeps torch's choice). Warning: with torch's MKL builds "
         "set_num_threads(k >= 2) can make batched LU (the Cayley rotations) wrong",
     )
+    parser.add_argument("--out", default=None, help="write the results as JSON to this path")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not cuda:
         parser.error("--device cuda requested but CUDA is not available")
@@ -224,27 +227,60 @@ def main(argv=None):
               f"{r['peak'] / GB:9.3f} {m_ratio}  {'yes' if r['finite'] else 'NO (NaN/inf loss)'}")
 
     full_size = (args.model, args.image_size, args.batch, args.classes) == ("vit-b16", 384, 4, 171)
+    hyro = next((r for r in results if r["mode"] == "hyro"), None)
+    worst = max(results, key=lambda r: r["peak"])
+    ratio = hyro["seconds"] / ref["seconds"] if hyro is not None and ref is not None else None
     print()
     if not cuda:
         print("targets (one H100, ViT-B/16, 384², batch 4, 171 classes): not evaluated on a CPU")
-        return results
-    if not full_size:
-        print("note: the targets are stated for ViT-B/16, 384², batch 4, 171 classes; this run differs")
-    hyro = next((r for r in results if r["mode"] == "hyro"), None)
-    checks = []
-    if hyro is not None:
-        checks.append((f"hyro <= {TARGET_SECONDS} s/step", hyro["seconds"] <= TARGET_SECONDS,
-                       f"{hyro['seconds']:.3f} s"))
-        if ref is not None:
-            ratio = hyro["seconds"] / ref["seconds"]
-            checks.append((f"hyro adapter overhead <= {100 * (TARGET_OVERHEAD - 1):.0f}% over attention",
-                           ratio <= TARGET_OVERHEAD, f"{100 * (ratio - 1):+.1f}%"))
-    worst = max(results, key=lambda r: r["peak"])
-    checks.append((f"peak memory <= {TARGET_PEAK_BYTES / GB:.0f} GB (every mode)",
-                   worst["peak"] <= TARGET_PEAK_BYTES, f"max {worst['peak'] / GB:.2f} GB ({worst['mode']})"))
-    for what, ok, value in checks:
-        print(f"target {what}: {'PASS' if ok else 'FAIL'} ({value})")
+    else:
+        if not full_size:
+            print("note: the targets are stated for ViT-B/16, 384², batch 4, 171 classes; this run differs")
+        checks = []
+        if hyro is not None:
+            checks.append((f"hyro <= {TARGET_SECONDS} s/step", hyro["seconds"] <= TARGET_SECONDS,
+                           f"{hyro['seconds']:.3f} s"))
+            if ratio is not None:
+                checks.append((f"hyro adapter overhead <= {100 * (TARGET_OVERHEAD - 1):.0f}% over attention",
+                               ratio <= TARGET_OVERHEAD, f"{100 * (ratio - 1):+.1f}%"))
+        checks.append((f"peak memory <= {TARGET_PEAK_BYTES / GB:.0f} GB (every mode)",
+                       worst["peak"] <= TARGET_PEAK_BYTES, f"max {worst['peak'] / GB:.2f} GB ({worst['mode']})"))
+        for what, ok, value in checks:
+            print(f"target {what}: {'PASS' if ok else 'FAIL'} ({value})")
+    if args.out:
+        write_record(args.out, json_record(args, results, ref, hyro, worst, ratio, evaluate=cuda))
     return results
+
+
+def json_record(args, results, ref, hyro, worst, ratio, *, evaluate: bool) -> dict:
+    """The ``--out`` record (``_report.make_record``); targets' ``met`` is ``None`` on a CPU (not evaluated)."""
+    rows = [dict(r, peak_bytes=r["peak"], time_ratio=r["seconds"] / ref["seconds"] if ref else None,
+                 memory_ratio=r["peak"] / ref["peak"] if ref and ref["peak"] > 0 else None) for r in results]
+    for r in rows:
+        del r["peak"]
+
+    def verdict(ok):
+        return bool(ok) if evaluate and ok is not None else None
+
+    seconds = hyro["seconds"] if hyro else None
+    targets = [
+        target(f"hyro s/step <= {TARGET_SECONDS} (one H100-class GPU)", seconds, TARGET_SECONDS, unit="s",
+               met=verdict(None if seconds is None else seconds <= TARGET_SECONDS)),
+        target(f"hyro step time <= {TARGET_OVERHEAD}x attention", ratio, TARGET_OVERHEAD, unit="x",
+               met=verdict(None if ratio is None else ratio <= TARGET_OVERHEAD)),
+        target(f"peak memory <= {TARGET_PEAK_BYTES / GB:.0f} GB (every mode)", worst["peak"], TARGET_PEAK_BYTES,
+               unit="bytes", met=verdict(worst["peak"] <= TARGET_PEAK_BYTES)),
+    ]
+    headline = dict(hyro_seconds=seconds, hyro_over_attention=ratio,
+                    attention_seconds=ref["seconds"] if ref else None,
+                    max_peak_bytes=worst["peak"], max_peak_mode=worst["mode"])
+    return make_record(
+        "bench_training_step.py", args.device, amp=args.amp, loss=args.loss, prompts=args.prompts,
+        matmul_precision=args.matmul_precision, reference="attention", memory=memory_method(args.device),
+        sizes=dict(model=MODELS[args.model], image_size=args.image_size, batch=args.batch, classes=args.classes,
+                   steps=args.steps, warmup=args.warmup, modes=args.modes),
+        results=rows, targets=targets, headline=headline,
+    )
 
 
 if __name__ == "__main__":

@@ -39,12 +39,12 @@ Usage::
 from __future__ import annotations
 
 import math
-import platform
 import statistics
 
 import torch
 
 from _memory import PeakMemory, memory_method  # benchmarks/_memory.py: the script's folder is on sys.path
+from _report import make_record, target
 from _table import add_ratios, print_header, ratio_cell, write_record
 from _timing import step_args, step_parser, timed_steps
 from hyro_edu.hierarchy.taxonomic_tree import TaxonomicTree
@@ -157,10 +157,17 @@ def main(argv=None):
         print(f"target {what}: {'PASS' if verdict else 'FAIL'} ({full['time_ratio']:.3f}x)")
 
     if args.out:
-        record = dict(script="bench_tree_alignment_step.py", size=args.size, device=args.device, device_name=where,
-                      torch=torch.__version__, python=platform.python_version(), amp=args.amp, batch=args.batch,
-                      image=s, tree=args.cfg["tree"], steps=args.steps, warmup=args.warmup, reference=REFERENCE,
-                      target_ratio=TARGET_RATIO, target_met=verdict, results=results)
+        sizes = dict(size=args.size, batch=args.batch, image=s, tree=args.cfg["tree"], steps=args.steps,
+                     warmup=args.warmup)
+        ratio = full["time_ratio"] if full is not None else None
+        record = make_record(
+            "bench_tree_alignment_step.py", args.device, **sizes, amp=args.amp, reference=REFERENCE,
+            target_ratio=TARGET_RATIO, target_met=verdict, memory=memory_method(args.device), sizes=sizes,
+            results=results, targets=[target(what, ratio, TARGET_RATIO, unit="x", met=verdict)],
+            headline=dict(full_seconds=full["seconds"] if full else None, full_over_hypv1=ratio,
+                          hypv1_seconds=ref["seconds"] if ref else None,
+                          max_peak_bytes=max(r["peak_bytes"] for r in results)),
+        )
         write_record(args.out, record)
     return results
 

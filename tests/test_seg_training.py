@@ -192,7 +192,7 @@ def test_the_estimate_is_scaled_from_the_published_figure():
         assert e["memory_mib_per_gpu"] == 14_951
     text = format_estimate(load_config("official_vitl336"))
     assert "PUBLISHED reference, not our measurement" in text and "13.0 h" in text
-    assert "ViT-L-14-336" in text and "devices > 1 is not supported" in text
+    assert "ViT-L-14-336" in text and "images of a micro-batch" in text
     short = estimate_run(load_config("official_vitb16", {"max_steps": 8_000}))
     assert short["hours"] == pytest.approx(e["hours"] / 10)
 

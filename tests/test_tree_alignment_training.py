@@ -196,7 +196,8 @@ def test_shipped_configs_and_their_recipes():
                 c.batch_size) == (ci, cs, s, s, lr, epochs, batch), name
         assert (c.shots, c.variant, c.clip_model, c.layers, c.prompt_depth, c.momentum) == (
             1 if name.endswith("1shot") else 16, "full", "ViT-B-16", (4, 7, 11), 3, 0.0)
-    assert load_config("cifar100").total_steps == 200 * (100 * 16 // 8)
+    assert load_config("cifar100").total_steps == 200 * (100 * 16 // 8)  # the few-shot setting: every class
+    assert load_config("cifar100", {"train_classes": "base"}).total_steps == 200 * (50 * 16 // 8)  # base-to-novel
 
 
 def test_warmup_is_constant_then_the_cosine_decays_monotonically_to_zero():
@@ -208,15 +209,17 @@ def test_warmup_is_constant_then_the_cosine_decays_monotonically_to_zero():
 
 
 def test_few_shot_sampling_and_the_evaluation_trees():
+    from hyro_edu.data import taxonomic_datasets as td
     from hyro_edu.hierarchy.taxonomies import toyworld_hierarchy
     from hyro_edu.tree_alignment.train import few_shot_indices, subtree
 
-    labels = torch.tensor([0, 1, 0, 1, 0, 2, 1, 0])
+    assert few_shot_indices is td.few_shot_indices  # one NshotSampler rule, the data layer's
+    labels = torch.tensor([0, 1, 0, 1, 0, 2, 1, 0, 2])
     idx = few_shot_indices(labels, 2, seed=0)
-    assert labels[idx].tolist() == [0, 0, 1, 1, 2]
-    assert torch.equal(idx, few_shot_indices(labels, 2, seed=0))
+    assert labels[idx].tolist() == [0, 0, 1, 1, 2, 2]
+    assert idx == few_shot_indices(labels, 2, seed=0)
     perm = torch.randperm(4, generator=torch.Generator().manual_seed(0))  # class 0, seed 0 + 0
-    assert idx[:2].tolist() == torch.tensor([0, 2, 4, 7])[perm[:2]].tolist()
+    assert idx[:2] == torch.tensor([0, 2, 4, 7])[perm[:2]].tolist()
     full = toyworld_hierarchy()
     from hyro_edu.data.toyworld import ToyWorld
 

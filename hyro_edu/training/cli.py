@@ -1,7 +1,9 @@
 """Command-line scaffolding for the systems' ``python -m ...`` trainers.
 
 :func:`config_parser` builds the common options (``--config``, ``--set KEY=VALUE``, ``--root``,
-``--retrain``, ``--print-config``, and ``--data-root`` where asked); nothing heavy is imported to
+``--retrain``, ``--print-config``, the placement shortcuts ``--devices``, ``--num-nodes``,
+``--strategy`` and ``--accumulate-grad-batches`` -- the same as ``--set devices=N`` and so on,
+:class:`hyro_edu.training.config.DistributedConfig` -- and ``--data-root`` where asked); nothing heavy is imported to
 build it, so ``--help`` answers at once.  :func:`parse_or_exit` turns every
 ``ValueError``/``TypeError`` raised while reading and checking the config into ``parser.error``
 (status 2, the message names the key and the allowed values) -- before torch, Lightning or any
@@ -24,8 +26,8 @@ from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from hyro_edu.training.runs import RunConflict, TrainingInterrupted
 
-__all__ = ["config_parser", "parse_or_exit", "load_or_exit", "print_config", "run_dir_or_exit", "run_or_exit",
-           "checked_config_or_exit", "train_or_exit"]
+__all__ = ["config_parser", "overrides_of", "parse_or_exit", "load_or_exit", "print_config", "run_dir_or_exit",
+           "run_or_exit", "checked_config_or_exit", "train_or_exit"]
 
 T = TypeVar("T")
 
@@ -46,6 +48,17 @@ def config_parser(prog: str, description: str, *, configs: Sequence[str], defaul
     parser.add_argument("--retrain", action="store_true",
                         help="ignore and overwrite an existing result and checkpoint of this run name")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    placement = parser.add_argument_group(
+        "devices", "where the run trains (the same as --set KEY=VALUE; batch_size stays the global batch of a step, "
+        "each process reads batch_size / (devices x num_nodes x accumulate_grad_batches) per micro-batch)")
+    placement.add_argument("--devices", type=int, default=None, metavar="N",
+                           help="processes (GPUs) per node (--set devices=N)")
+    placement.add_argument("--num-nodes", type=int, default=None, metavar="N",
+                           help="machines (--set num_nodes=N)")
+    placement.add_argument("--strategy", default=None, metavar="NAME",
+                           help="'auto' or 'ddp' (--set strategy=NAME)")
+    placement.add_argument("--accumulate-grad-batches", type=int, default=None, metavar="N",
+                           help="micro-batches per optimiser step (--set accumulate_grad_batches=N)")
     if data_root:
         parser.add_argument("--data-root", default=None, help="prepared datasets (default $HYRO_EDU_DATA)")
     return parser
@@ -61,10 +74,26 @@ def parse_or_exit(parser: argparse.ArgumentParser, check: Callable[[], T]) -> T:
         parser.error(str(err))
 
 
+_PLACEMENT = (("devices", "devices"), ("num_nodes", "num_nodes"), ("strategy", "strategy"),
+              ("accumulate_grad_batches", "accumulate_grad_batches"))
+
+
+def overrides_of(args: argparse.Namespace) -> list[str]:
+    """``args.overrides`` followed by ``key=value`` for each placement shortcut given
+    (``--devices 2`` is ``--set devices=2``)."""
+    out = list(getattr(args, "overrides", []) or [])
+    for attr, key in _PLACEMENT:
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.append(f"{key}={value}")
+    return out
+
+
 def load_or_exit(parser: argparse.ArgumentParser, args: argparse.Namespace, load_config: Callable) -> Any:
-    """The resolved config ``load_config(args.config, args.overrides).resolved()``; every error in it
-    is reported by ``parser.error`` (exit status 2, :func:`hyro_edu.training.cli.parse_or_exit`)."""
-    return parse_or_exit(parser, lambda: load_config(args.config, args.overrides).resolved())
+    """The resolved config ``load_config(args.config, overrides).resolved()``, ``overrides`` from
+    :func:`hyro_edu.training.cli.overrides_of`; every error in it is reported by ``parser.error``
+    (exit status 2, :func:`hyro_edu.training.cli.parse_or_exit`)."""
+    return parse_or_exit(parser, lambda: load_config(args.config, overrides_of(args)).resolved())
 
 
 def print_config(config) -> int:
@@ -92,8 +121,11 @@ def run_or_exit(parser: argparse.ArgumentParser, work: Callable[[], int]) -> int
     try:
         return work()
     except TrainingInterrupted as err:
+        from hyro_edu.core.distributed import global_rank
+
         sys.stdout.flush()
-        print(f"\n{err.message()}", file=sys.stderr, flush=True)
+        if global_rank() == 0:  # the other processes of a multi-process run stop with it, quietly
+            print(f"\n{err.message()}", file=sys.stderr, flush=True)
         return err.exit_code
     except RunConflict as err:
         parser.error(str(err))
@@ -123,6 +155,10 @@ def train_or_exit(parser: argparse.ArgumentParser, args: argparse.Namespace, con
     ``metrics.json`` is; interruptions and late conflicts as :func:`hyro_edu.training.cli.run_or_exit`."""
     def work() -> int:
         result = run.train(config, root=args.root, data_root=args.data_root, retrain=args.retrain)
+        from hyro_edu.training.fit import is_global_zero
+
+        if not is_global_zero():  # the other processes of a multi-process run stay quiet
+            return 0
         print(run.format_summary(result))
         if result["metrics"]:
             print(run.format_metrics(result["metrics"]))

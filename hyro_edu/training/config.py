@@ -14,6 +14,19 @@ where :math:`\oplus` lets the overrides win.  The key names a run: two configs w
 train the same weights (bookkeeping fields such as the run name, evaluation sets or the progress
 bar are left out, :attr:`TrainConfig.KEY_IGNORES`), so a run directory belongs to one key.
 
+Every system's config also derives from :class:`hyro_edu.training.config.DistributedConfig`:
+``devices``, ``num_nodes``, ``strategy`` and ``accumulate_grad_batches`` say how many processes
+share one optimiser step, not what the step is.  ``batch_size`` stays the *global* batch of the
+recipe; each process reads
+
+.. math::
+    b_{\text{device}} = \frac{\text{batch\_size}}{\text{devices}\cdot\text{num\_nodes}\cdot
+    \text{accumulate\_grad\_batches}}
+
+examples per micro-batch (:attr:`hyro_edu.training.config.DistributedConfig.per_device_batch_size`),
+so the examples of a step, their order and the learning-rate schedule do not depend on these
+fields.  They are left out of the key: a run can be resumed on another number of GPUs.
+
 Every problem raises ``ValueError`` naming the key: unknown keys (with a "did you mean"
 suggestion), a malformed override, a YAML file that is not a mapping.  A scalar given for a field
 whose default is a tuple (``--set eval_data=ade20k_150``) becomes a one-element tuple, never the
@@ -36,7 +49,12 @@ import yaml
 from hyro_edu.core import paths
 from hyro_edu.training.runs import check_run
 
-__all__ = ["TrainConfig", "shipped_configs", "parse_value", "parse_overrides", "suggest"]
+__all__ = ["TrainConfig", "DistributedConfig", "STRATEGIES", "shipped_configs", "parse_value", "parse_overrides",
+           "suggest"]
+
+#: ``strategy`` values: ``"auto"`` (one process on one device; several devices or nodes: ``"ddp"``)
+#: and ``"ddp"`` (Lightning's ``DistributedDataParallel``, one process per device).
+STRATEGIES = ("auto", "ddp")
 
 
 def shipped_configs(package: str) -> list[str]:
@@ -87,6 +105,79 @@ def suggest(word: str, options: Sequence[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    r"""The fields that spread a run over devices, mixed into every system's config dataclass.
+
+    Attributes
+    ----------
+    devices : processes (GPUs, or CPU processes) per node, an integer >= 1.
+    num_nodes : machines, an integer >= 1 (see README, "Training on more GPUs", for the launch).
+    strategy : one of :data:`hyro_edu.training.config.STRATEGIES`: ``"auto"`` (a single process when
+        ``devices × num_nodes`` is 1, ``"ddp"`` otherwise) or ``"ddp"`` (the same: with one
+        process there is nothing to distribute).
+    accumulate_grad_batches : micro-batches whose gradients each process adds up before one
+        optimiser step, an integer >= 1.
+
+    ``batch_size`` stays the global batch of an optimiser step: every process reads
+    :attr:`hyro_edu.training.config.DistributedConfig.per_device_batch_size` =
+    ``batch_size / (devices × num_nodes × accumulate_grad_batches)`` examples per micro-batch,
+    and that division must be exact.  Micro-batch ``m`` of a step on process ``r`` holds stream
+    positions ``step × batch_size + (m × world + r) × per_device`` onwards
+    (:class:`hyro_edu.training.stream.ResumableSampler`), so the examples of a step do not depend
+    on these fields, and neither does the gradient, up to floating-point summation order, when
+    the loss is a mean over equally weighted examples.  The fields are left out of
+    :meth:`hyro_edu.training.config.TrainConfig.key` (``DISTRIBUTED_FIELDS``): a run stopped on
+    one GPU resumes on four and the other way round.  A subclass calls
+    :meth:`hyro_edu.training.config.DistributedConfig.check_distributed` in its
+    ``__post_init__``.
+    """
+
+    #: The fields of this mixin (left out of the key, printed last).
+    DISTRIBUTED_FIELDS: ClassVar[tuple] = ("devices", "num_nodes", "strategy", "accumulate_grad_batches")
+
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    accumulate_grad_batches: int = 1
+
+    @property
+    def world_size(self) -> int:
+        """``devices × num_nodes``: the processes that train together."""
+        return int(self.devices) * int(self.num_nodes)
+
+    @property
+    def per_device_batch_size(self) -> int:
+        """``batch_size / (devices × num_nodes × accumulate_grad_batches)``: the examples one
+        process reads per micro-batch (``ValueError`` unless the division is exact)."""
+        return self.split_batch(getattr(self.resolved(), "batch_size"))
+
+    def split_batch(self, batch_size) -> int:
+        """The per-device micro-batch of the global ``batch_size`` (``ValueError`` naming
+        ``batch_size`` and the product when it does not divide)."""
+        parts = self.world_size * int(self.accumulate_grad_batches)
+        if batch_size is None or batch_size % parts:
+            raise ValueError(
+                f"batch_size {batch_size!r} (the global batch of a step) must be divisible by devices x num_nodes "
+                f"x accumulate_grad_batches = {self.devices} x {self.num_nodes} x "
+                f"{self.accumulate_grad_batches} = {parts}")
+        return batch_size // parts
+
+    def check_distributed(self, batch_size) -> None:
+        """``ValueError`` naming the field for a value out of range, and for a global
+        ``batch_size`` that does not split evenly
+        (:meth:`hyro_edu.training.config.DistributedConfig.split_batch`)."""
+        for name in ("devices", "num_nodes", "accumulate_grad_batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}"
+                             + suggest(str(self.strategy), STRATEGIES))
+        if isinstance(batch_size, int) and not isinstance(batch_size, bool):
+            self.split_batch(batch_size)
+
+
 class TrainConfig:
     """Mixin for a system's frozen config dataclass: loading, sequence fields, ``to_dict``, ``key``.
 
@@ -94,7 +185,8 @@ class TrainConfig:
 
     ``CONFIG_PACKAGE``: the package holding the shipped ``*.yaml`` configs;
     ``DEFAULT_CONFIG``: the shipped name used when no config is given;
-    ``KEY_IGNORES``: bookkeeping fields left out of :meth:`key`;
+    ``KEY_IGNORES``: bookkeeping fields left out of :meth:`hyro_edu.training.config.TrainConfig.key` (the fields of
+    :class:`hyro_edu.training.config.DistributedConfig` are left out too);
     ``KEY_OMIT_DEFAULTS``: fields added after runs were written: hashed only when they differ
     from their default, so the keys of earlier runs stay valid.
 
@@ -206,12 +298,14 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         for name in self.sequence_fields():
             d[name] = list(getattr(self, name))
+        for name in getattr(self, "DISTRIBUTED_FIELDS", ()):  # last: the run's placement, not its recipe
+            d[name] = d.pop(name)
         return d
 
     def key(self) -> str:
         """16 hex digits of SHA-256 over the resolved fields that change the trained weights."""
         d = self.resolved().to_dict()
-        for name in self.KEY_IGNORES:
+        for name in (*self.KEY_IGNORES, *getattr(self, "DISTRIBUTED_FIELDS", ())):
             d.pop(name)
         for name in self.KEY_OMIT_DEFAULTS:
             if d[name] == self.field_default(name):

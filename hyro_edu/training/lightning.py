@@ -9,11 +9,18 @@
   checkpoint of that step atomically, flushes the loggers and raises :class:`StopRequested`,
   which the caller turns into :class:`~hyro_edu.training.runs.TrainingInterrupted`.  (Lightning
   2.6 itself turns a ``KeyboardInterrupt`` into ``sys.exit(1)`` and a SIGTERM into a
-  ``SystemExit`` with status 0, both without a checkpoint of the current step.)
+  ``SystemExit`` with status 0, both without a checkpoint of the current step.)  With several
+  processes they agree after every optimiser step (an all-reduce of the signal number), so all
+  stop after the same step and rank zero writes the one checkpoint; a signal that reaches one
+  process only (``kill`` of rank zero, a scheduler) stops them all.
 * :class:`hyro_edu.training.lightning.ConfigTask` is the ``LightningModule`` base of a system's
   task: its config's key in the hyperparameters (a checkpoint of another key is refused), the
-  seeded per-step generator, the loss of every step and the optimiser with a per-step
+  seeded per-step generator, the loss of every optimiser step and the optimiser with a per-step
   ``LambdaLR`` schedule.
+* :class:`hyro_edu.training.lightning.StepLosses` turns the micro-batch losses Lightning hands
+  ``on_train_batch_end`` into one loss per optimiser step: the mean over the step's
+  micro-batches (``accumulate_grad_batches``) and over the processes, the loss of the whole
+  global batch.
 * :func:`csv_loggers` writes ``<run>/logs/csv/version_<attempt>/metrics.csv`` (and TensorBoard
   logs when ``tensorboard`` is installed), flushed every ``flush_every`` steps.
 """
@@ -32,9 +39,10 @@ import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
+from hyro_edu.core.distributed import all_reduce
 from hyro_edu.training.runs import InterruptGuard
 
-__all__ = ["quiet", "StepProgressBar", "StopOnSignal", "StopRequested", "ConfigTask", "csv_loggers"]
+__all__ = ["quiet", "StepProgressBar", "StopOnSignal", "StopRequested", "ConfigTask", "StepLosses", "csv_loggers"]
 
 #: Advice Lightning gives that does not apply to these runs (single process, small in-memory data,
 #: checkpoints written on purpose into an existing run folder, resumes in the middle of the one epoch).
@@ -47,7 +55,21 @@ _IGNORED_MESSAGES = (
     r".*LeafSpec.*",
     r".*TreeSpec.*",
     r".*tensorboardX.*",
+    r".*sync_dist=True.*",
+    r".*static graph.*",
 )
+
+
+def _all_reduce(trainer, values: list, op: str = "sum") -> list:
+    """``values`` (floats) reduced over the processes of ``trainer`` (``"sum"`` or ``"max"``)."""
+    tensor = torch.tensor(values, dtype=torch.float64, device=trainer.strategy.root_device)
+    return all_reduce(tensor, op).tolist()
+
+
+def _distributed(trainer) -> bool:
+    import torch.distributed as dist
+
+    return trainer.world_size > 1 and dist.is_available() and dist.is_initialized()
 
 
 @contextlib.contextmanager
@@ -125,12 +147,18 @@ class StopOnSignal(L.Callback):
     the step.  Records ``step`` (steps completed) and ``saved_step`` (the step of the latest
     checkpoint any callback wrote, or the resumed one).  Put it after the checkpoint callback,
     so a step that callback has just saved is not saved twice.
+
+    It looks only at the end of an optimiser step (not between the micro-batches of
+    ``accumulate_grad_batches``).  With several processes, the signal numbers are all-reduced
+    (maximum) after every step, so every process stops after the same step; ``signal`` is the
+    signal all of them stop for (the one this process received, or another's).
     """
 
     def __init__(self, guard: InterruptGuard, checkpoint: Path):
         self.guard, self.checkpoint = guard, Path(checkpoint)
         self.step: Optional[int] = None
         self.saved_step: Optional[int] = None
+        self.signal: Optional[int] = None
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.step = trainer.global_step
@@ -148,23 +176,61 @@ class StopOnSignal(L.Callback):
         self.saved_step = int(checkpoint.get("global_step", trainer.global_step))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.step = trainer.global_step
-        if self.guard.received is None:
+        if trainer.global_step == self.step:  # between the micro-batches of one optimiser step
             return
-        if self.saved_step != trainer.global_step or not self.checkpoint.is_file():
+        self.step = trainer.global_step
+        received = self.guard.received
+        if _distributed(trainer):  # every process stops after the same step
+            agreed = int(_all_reduce(trainer, [float(received or 0)], "max")[0])
+            received = agreed or None
+        if received is None:
+            return
+        self.signal = received
+        zero = trainer.is_global_zero
+        if self.saved_step != trainer.global_step or not (self.checkpoint.is_file() or not zero):
             self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
-            trainer.save_checkpoint(tmp)
-            os.replace(tmp, self.checkpoint)
+            trainer.save_checkpoint(tmp)  # every process takes part; rank zero writes
+            if zero:
+                os.replace(tmp, self.checkpoint)
+            self.saved_step = trainer.global_step
         for logger in trainer.loggers:
             logger.save()
         raise StopRequested(trainer.global_step, self.checkpoint)
 
 
+class StepLosses:
+    """The loss of each optimiser step from the micro-batch losses of ``on_train_batch_end``.
+
+    Lightning hands ``on_train_batch_end`` the loss of one micro-batch divided by
+    ``accumulate_grad_batches`` (:math:`A`); :meth:`hyro_edu.training.lightning.StepLosses.add`
+    undoes that, and after the :math:`A`-th micro-batch returns their mean, averaged over the
+    processes too (an all-reduce; the micro-batches are of equal size): the loss of the step's
+    global batch, the same whether one process or several trained it.  ``None`` between
+    micro-batches.
+    """
+
+    def __init__(self):
+        self._total, self._count = 0.0, 0
+
+    def add(self, trainer, loss) -> Optional[float]:
+        accumulate = max(1, int(trainer.accumulate_grad_batches))
+        self._total += float(loss) * accumulate
+        self._count += 1
+        if self._count < accumulate:
+            return None
+        mean = self._total / self._count
+        self._total, self._count = 0.0, 0
+        if _distributed(trainer):
+            mean = _all_reduce(trainer, [mean])[0] / trainer.world_size
+        return mean
+
+
 class ConfigTask(L.LightningModule):
     """The ``LightningModule`` part every system's task shares: ``model`` and the resolved ``config``
     (a :class:`hyro_edu.training.config.TrainConfig`), whose ``to_dict()`` and ``key()`` go into the
-    hyperparameters; ``losses`` lists the loss of every step this process ran.
+    hyperparameters; ``losses`` lists the loss of every optimiser step this process ran (of the
+    global batch: :class:`hyro_edu.training.lightning.StepLosses`).
 
     A subclass writes ``training_step`` and the two hooks
     :meth:`hyro_edu.training.lightning.ConfigTask.make_optimizer` and
@@ -178,13 +244,17 @@ class ConfigTask(L.LightningModule):
         self.config = config.resolved()
         self.save_hyperparameters({"config": self.config.to_dict(), "key": self.config.key()})
         self.losses: list[float] = []
+        self.step_losses = StepLosses()
 
     def step_generator(self) -> torch.Generator:
         """The generator of the current step's random draws, seeded by ``(seed, step)``."""
         return torch.Generator().manual_seed(int(self.config.seed) * 1_000_003 + int(self.trainer.global_step))
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
+        loss = self.step_losses.add(self.trainer, outputs["loss"])
+        if loss is None:  # between the micro-batches of one optimiser step
+            return
+        self.losses.append(loss)
         sched = self.lr_schedulers()
         if sched is not None:
             self.log("lr", sched.optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)

@@ -16,8 +16,10 @@ r"""Tree alignment across heterogeneous hyperbolic manifolds (:cite:`wu2026modal
   paper setting (``python -m hyro_edu.tree_alignment.train``).
 
 ProTeCt's taxonomic machinery (trees with depth-first ids, tree cuts, NCL and DTL, the LA / HCA /
-MTA metrics) lives in :mod:`hyro_edu.hierarchy`.  The data scripts of the full-size datasets and
-the training notebook are planned (issue 16).  Curvature ``-c``, ``c > 0``, throughout.
+MTA metrics) lives in :mod:`hyro_edu.hierarchy`.  The full-size datasets are prepared by
+``python -m data_scripts.prepare --datasets tree_alignment`` and read by
+:mod:`hyro_edu.data.taxonomic_datasets`, which the trainer uses
+(:mod:`hyro_edu.tree_alignment.train.data`).  Curvature ``-c``, ``c > 0``, throughout.
 """
 from hyro_edu.core.lazy import lazy_submodules
 

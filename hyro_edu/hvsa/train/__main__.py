@@ -40,9 +40,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config, directory = checked_config_or_exit(parser, args, C)
     if directory is None:  # --print-config: printed
         return 0
-    print(f"run {config.name!r}: {config.dataset}, {config.backbone}, components {config.components}, "
-          f"geometry {config.geometry}, batch {config.batch_size} x {config.steps} steps -> {directory}",
-          flush=True)
+    from hyro_edu.core.distributed import global_rank
+
+    if global_rank(config.devices) == 0:  # the other processes of a multi-process run stay quiet
+        print(f"run {config.name!r}: {config.dataset}, {config.backbone}, components {config.components}, "
+              f"geometry {config.geometry}, batch {config.batch_size} x {config.steps} steps -> {directory}",
+              flush=True)
 
     from hyro_edu.hvsa.train import run as R  # Lightning, the model
 

@@ -22,7 +22,7 @@ from hyro_edu.hvsa.head import SCORE_WITH
 from hyro_edu.hvsa.sampling import LABEL_SAMPLES
 from hyro_edu.hvsa.taxonomy import PRIOR_LABELS
 from hyro_edu.hvsa.visual_embedding import BASE_POINTS, POSTERIOR_SCALES
-from hyro_edu.training.config import TrainConfig, suggest
+from hyro_edu.training.config import DistributedConfig, TrainConfig, suggest
 
 __all__ = [
     "DATASETS",
@@ -88,7 +88,7 @@ def _number(value, name: str, *, low: float = 0.0, strict: bool = True, allow_no
 
 
 @dataclass(frozen=True)
-class HVSATrainConfig(TrainConfig):
+class HVSATrainConfig(TrainConfig, DistributedConfig):
     """One HVSA training run (defaults: the ``toy`` config).
 
     Fields, by group:
@@ -120,6 +120,9 @@ class HVSATrainConfig(TrainConfig):
     * ``eval_batch_size``, ``checkpoint_every``, ``num_workers``, ``progress``, ``precision``:
       bookkeeping.
     * ``seed``: initialisation and data-order seed (the toy scenes are the same for every seed).
+    * ``devices``, ``num_nodes``, ``strategy``, ``accumulate_grad_batches``: where the run trains
+      (:class:`hyro_edu.training.config.DistributedConfig`; ``batch_size`` stays the global batch
+      of a step; not part of the run key).
     """
 
     CONFIG_PACKAGE: ClassVar[str] = "hyro_edu.hvsa.configs"
@@ -230,6 +233,7 @@ class HVSATrainConfig(TrainConfig):
                                       ("eval_batch_size", 1, None), ("checkpoint_every", 1, None),
                                       ("num_workers", 0, None), ("seed", 0, None)):
             checks.integer(getattr(self, field_name), field_name, low, high)
+        self.check_distributed(self.batch_size)
         if self.toy_pretrain_steps and (self.backbone != "toy_cnn" or self.dataset != "toy"):
             raise ValueError(f"toy_pretrain_steps must be 0 unless backbone is 'toy_cnn' on dataset 'toy' "
                              f"(it pretrains that CNN on the toy world), got {self.toy_pretrain_steps} for "

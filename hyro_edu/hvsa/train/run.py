@@ -7,6 +7,12 @@ back (``loaded=True``); otherwise training starts, or resumes from ``<run>/check
 step with a checkpoint of that step and raise :class:`~hyro_edu.training.runs.TrainingInterrupted`
 (a ``KeyboardInterrupt``); calling :func:`train` again resumes.  Every config error -- a key, a
 value, a dataset that is not prepared -- is raised before the data or a model is built.
+
+Several processes (``devices``, ``num_nodes``: :class:`hyro_edu.training.config.DistributedConfig`)
+train data-parallel through :func:`hyro_edu.training.fit.fit`; rank zero evaluates and writes the
+run's files, the other processes return their result without metrics.  The random draws of a step
+are seeded by ``(seed, step)`` in every process for its own micro-batch, so a multi-process run
+trains like the one-process run in distribution, not to the same weights.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from hyro_edu.core import paths
 from hyro_edu.hvsa.train.config import HVSATrainConfig, check_data, check_run_dir, load_config, run_dir
 from hyro_edu.hvsa.train.data import build_data
 from hyro_edu.hvsa.train.task import HVSADataModule, HVSAModel, HVSATask, build_model, evaluate
-from hyro_edu.training.fit import fit, load_finished, load_or_train
+from hyro_edu.training.fit import fit, is_global_zero, load_finished, load_or_train
 from hyro_edu.training.runs import (METRICS_FILE, RESULT_FILE, InterruptGuard, RunConflict, TrainingInterrupted,
                                     summary_line, write_json)
 
@@ -108,7 +114,8 @@ def _train(config: HVSATrainConfig, directory: Path, *, guard: InterruptGuard, d
         return HVSATask(model, config), HVSADataModule(data, config)
 
     def metrics_of(task: HVSATask, datamodule: HVSADataModule) -> dict:
-        return evaluate_model(task.model, datamodule.data, config) if evaluate else {}
+        # rank zero evaluates (the other processes of a multi-process run return no metrics)
+        return evaluate_model(task.model, datamodule.data, config) if evaluate and is_global_zero() else {}
 
     fitted = fit(directory, key=config.key(), name=config.name, config=config.to_dict(), guard=guard,
                  build=build, evaluate=metrics_of, max_steps=config.steps,
@@ -121,9 +128,10 @@ def _train(config: HVSATrainConfig, directory: Path, *, guard: InterruptGuard, d
         "losses": task.losses, "train_seconds": fitted.train_seconds, "steps": fitted.steps,
         "resumed_from": resumed_from, "device": fitted.device.type, "versions": {"torch": str(torch.__version__)},
     }
-    if evaluate:
-        write_metrics(directory, config, result)
-    paths.atomic_torch_save(result, directory / RESULT_FILE)
+    if is_global_zero():  # one process writes the run's files
+        if evaluate:
+            write_metrics(directory, config, result)
+        paths.atomic_torch_save(result, directory / RESULT_FILE)
     result.update(loaded=False, resumed=resumed_from is not None, run_dir=directory)
     return result
 

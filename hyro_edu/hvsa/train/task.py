@@ -37,8 +37,9 @@ from hyro_edu.hierarchy import metrics as M
 from hyro_edu.hvsa.backbones import build_backbone
 from hyro_edu.hvsa.head import HVSAHead
 from hyro_edu.hvsa.train.config import HVSATrainConfig
-from hyro_edu.hvsa.train.data import HVSAData, ResumableSampler, downsample_labels
+from hyro_edu.hvsa.train.data import HVSAData, downsample_labels
 from hyro_edu.training.lightning import ConfigTask
+from hyro_edu.training.stream import training_sampler
 
 __all__ = ["lr_factor", "HVSAModel", "HVSATask", "HVSADataModule", "build_model", "evaluate"]
 
@@ -113,7 +114,8 @@ class HVSATask(ConfigTask):
         for term in ("cls", "kl", "recon", "hm"):
             if term in out:
                 self.log(f"train/{term}", out[term].detach(), on_step=True, on_epoch=False)
-        self.log("train/loss", out["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/loss", out["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False,
+                 sync_dist=True)  # the mean over the processes (a no-op in one process)
         return out["loss"]
 
     def make_optimizer(self, params: list) -> torch.optim.Optimizer:
@@ -132,7 +134,9 @@ def _collate_batched(batch):
 
 class HVSADataModule(L.LightningDataModule):
     """The training loader: :class:`~hyro_edu.training.stream.ResumableSampler` from
-    ``global_step × batch_size`` on, so a resumed run reads the batches the uninterrupted run reads."""
+    ``global_step × batch_size`` on, so a resumed run reads the batches the uninterrupted run reads;
+    each process reads its share of every global batch
+    (:func:`hyro_edu.training.stream.training_sampler`)."""
 
     def __init__(self, data: HVSAData, config: HVSATrainConfig):
         super().__init__()
@@ -140,12 +144,12 @@ class HVSADataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         c = self.config
-        start = self.trainer.global_step * c.batch_size
-        sampler = ResumableSampler(len(self.data.train), start=start, stop=start + c.steps * c.batch_size, seed=c.seed)
+        sampler, per_device = training_sampler(len(self.data.train), self.trainer, batch_size=c.batch_size,
+                                               max_steps=c.steps, seed=c.seed)
         if self.data.batched:
-            return DataLoader(self.data.train, batch_size=c.batch_size, sampler=sampler, drop_last=True,
+            return DataLoader(self.data.train, batch_size=per_device, sampler=sampler, drop_last=True,
                               collate_fn=_collate_batched)
-        return DataLoader(self.data.train, batch_size=c.batch_size, sampler=sampler, drop_last=True,
+        return DataLoader(self.data.train, batch_size=per_device, sampler=sampler, drop_last=True,
                           num_workers=c.num_workers, persistent_workers=False)
 
 

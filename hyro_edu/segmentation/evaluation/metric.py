@@ -18,6 +18,7 @@ from typing import Any, Optional
 import torch
 
 from hyro_edu.core import checks as _checks
+from hyro_edu.core.distributed import all_reduce, shard
 from hyro_edu.segmentation.evaluation.inference import (
     Model,
     check_whole_image_mode,
@@ -64,6 +65,13 @@ class MeanIoU:
     ``update(pred, target)``: ``pred`` class indices (any shape) or scores with the class axis at
     ``dim=1`` (one more dimension than ``target``); ``target`` labels in ``[0, num_classes)`` or
     ``ignore_index``.
+
+    Several processes (``distributed=True``, the default, and an initialised
+    ``torch.distributed`` process group): each process updates with its own share of the images
+    and :meth:`hyro_edu.segmentation.evaluation.metric.MeanIoU.compute` (which every process must
+    call) sums the confusion matrices of all processes first
+    (:func:`hyro_edu.core.distributed.all_reduce`), so every process gets the mIoU of the whole
+    dataset.  In a plain process nothing changes.
     """
 
     def __init__(
@@ -73,7 +81,9 @@ class MeanIoU:
         device=None,
         *,
         average: str = "gt_present",
+        distributed: bool = True,
     ):
+        self.distributed = bool(distributed)
         self.num_classes = _checks.integer(num_classes, "num_classes")
         if ignore_index is not None:
             if isinstance(ignore_index, bool) or not isinstance(ignore_index, Integral):
@@ -132,9 +142,14 @@ class MeanIoU:
             raise ValueError(f"pred class indices must be in [0, {n - 1}], got {bad}")
         self.confusion += torch.bincount(target * n + pred, minlength=n * n).reshape(n, n)
 
-    def iou(self) -> torch.Tensor:
-        """Per-class IoU (float64); NaN for the classes left out of the mean (see ``average``)."""
-        m = self.confusion.double()
+    def total_confusion(self) -> torch.Tensor:
+        """The confusion matrix summed over the process group (``distributed``), or this process's."""
+        return all_reduce(self.confusion) if self.distributed else self.confusion
+
+    def iou(self, confusion: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Per-class IoU (float64) of ``confusion`` (default: this process's matrix); NaN for the
+        classes left out of the mean (see ``average``)."""
+        m = (self.confusion if confusion is None else confusion).double()
         tp = m.diagonal()
         in_gt = m.sum(1)
         union = in_gt + m.sum(0) - tp
@@ -142,11 +157,13 @@ class MeanIoU:
         return torch.where(valid, tp / union.clamp_min(1), torch.full_like(tp, math.nan))
 
     def compute(self) -> dict:
-        """``{"miou", "iou", "pixel_accuracy", "average"}``; mIoU and accuracy lie in [0, 1]."""
-        iou = self.iou()
+        """``{"miou", "iou", "pixel_accuracy", "average"}``; mIoU and accuracy lie in [0, 1] (over
+        every process's images: :meth:`hyro_edu.segmentation.evaluation.metric.MeanIoU.total_confusion`)."""
+        confusion = self.total_confusion()
+        iou = self.iou(confusion)
         valid = ~torch.isnan(iou)
-        total = int(self.confusion.sum())
-        correct = float(self.confusion.diagonal().sum())
+        total = int(confusion.sum())
+        correct = float(confusion.diagonal().sum())
         return {
             "miou": float(iou[valid].mean()) if bool(valid.any()) else math.nan,
             "iou": iou,
@@ -198,7 +215,9 @@ def evaluate(
     :class:`MeanIoU` with ``average`` (default ``"gt_present"``, detectron2 main as the official
     requirements install it; ``"union_present"`` for detectron2 v0.6).
 
-    Returns ``MeanIoU.compute()`` plus ``"num_images"``.
+    Returns ``MeanIoU.compute()`` plus ``"num_images"``.  In each of several processes (an
+    initialised process group) it scores every ``W``-th image (:func:`hyro_edu.core.distributed.shard`)
+    and all of them get the mIoU of the ``n`` images; every process must call it.
     """
     if limit is not None:
         limit = _checks.integer(limit, "limit")
@@ -207,7 +226,7 @@ def evaluate(
     metric = MeanIoU(dataset.num_classes, dataset.ignore_index, device=device, average=average)
     collapse_at = getattr(dataset, "collapse_background_at", None)
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    indices = range(n)
+    indices = shard(n)  # all of them in one process; every W-th image in each of W processes
     if progress:
         try:
             from tqdm.auto import tqdm

@@ -74,8 +74,12 @@ prints "interrupted at step N; run the same command to resume" and exits with 13
 stream depends only on ``(seed, step)``, so a resumed run sees the batches the uninterrupted run
 would have seen and ends with the same weights.  Before a full run (not the toy world) starts,
 :func:`format_estimate` prints a time and memory estimate scaled from a *published* figure
-(HyperCLIP's training log), not from a measurement of ours.  One device only: ``devices > 1``
-(data parallelism) is not supported yet.
+(HyperCLIP's training log), not from a measurement of ours.  Several GPUs or machines
+(``devices``, ``num_nodes``, ``strategy``, ``accumulate_grad_batches``;
+:class:`hyro_edu.training.config.DistributedConfig`) train data-parallel with Lightning's
+``ddp``: ``batch_size`` stays the global batch of a step, split across the processes and
+micro-batches so that every step reads the images of the one-process run; the evaluation is
+split across the processes too (the confusion matrices are summed).
 
 Command line (defaults: the embedded toy config, no download)::
 
@@ -83,6 +87,7 @@ Command line (defaults: the embedded toy config, no download)::
     python -m hyro_edu.segmentation.train --config official_vitb16 --set mode=hyperclip
     python -m hyro_edu.segmentation.train --config official_vitb16 --estimate
     python -m hyro_edu.segmentation.train --config path/to/my.yaml --eval-only
+    python -m hyro_edu.segmentation.train --config official_vitb16 --set devices=4 --set strategy=ddp
 
 References: CAT-Seg :cite:`cho2024catseg`; HyRo :cite:`truong2026hyro`; HyperCLIP
 :cite:`peng2025hyperclip` and H-CLIP :cite:`peng2025hclip`; detectron2 (``ColorAugSSDTransform``,

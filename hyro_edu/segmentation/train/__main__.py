@@ -26,6 +26,7 @@ _EPILOG = """examples:
   python -m hyro_edu.segmentation.train --config official_vitb16 --set mode=hyperclip
   python -m hyro_edu.segmentation.train --config official_vitb16 --estimate
   python -m hyro_edu.segmentation.train --config path/to/my.yaml --eval-only
+  python -m hyro_edu.segmentation.train --config official_vitb16 --devices 4 --strategy ddp
 """
 
 
@@ -48,9 +49,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(C.format_estimate(config))
         return 0
     directory = run_dir_or_exit(parser, args, config, C.run_dir, C.check_run_dir)
-    print(f"run {config.name!r}: mode {config.mode}, preset {config.preset}, {config.model} ({config.pretrained}), "
-          f"{config.train_data} data, batch {config.batch_size} x {config.max_steps} steps -> {directory}",
-          flush=True)
+    from hyro_edu.core.distributed import global_rank
+
+    quiet = global_rank(config.devices) != 0  # the other processes of a multi-process run
+    if not quiet:
+        placement = "" if config.world_size == 1 and config.accumulate_grad_batches == 1 else (
+            f" ({config.world_size} processes x {config.accumulate_grad_batches} micro-batches of "
+            f"{config.per_device_batch_size})")
+        print(f"run {config.name!r}: mode {config.mode}, preset {config.preset}, {config.model} ({config.pretrained}), "
+              f"{config.train_data} data, batch {config.batch_size}{placement} x {config.max_steps} steps -> "
+              f"{directory}", flush=True)
 
     from hyro_edu.segmentation.train import run as R  # Lightning, the segmenter
 
@@ -65,6 +73,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def work() -> int:
         result = R.train(config, root=args.root, data_root=args.data_root, retrain=args.retrain)
+        if quiet or not R.is_global_zero():
+            return 0
         print(f"{R.format_summary(result)}; trainable parameters {result['parameter_counts']}")
         for step, miou in result.get("validations", []):
             print(f"validation at step {step}: mIoU {100 * miou:.1f} % ({config.val_data})")

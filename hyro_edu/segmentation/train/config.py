@@ -23,7 +23,7 @@ from hyro_edu.core import checks, paths
 from hyro_edu.data.benchmarks import BENCHMARKS
 from hyro_edu.segmentation.catseg import LOSSES
 from hyro_edu.segmentation.model import PROMPT_ENSEMBLES
-from hyro_edu.training.config import TrainConfig, suggest
+from hyro_edu.training.config import DistributedConfig, TrainConfig, suggest
 from hyro_edu.training.runs import check_run
 
 __all__ = [
@@ -109,7 +109,7 @@ def _patch_size(model: str) -> Optional[int]:
 
 
 @dataclass(frozen=True)
-class SegTrainConfig(TrainConfig):
+class SegTrainConfig(TrainConfig, DistributedConfig):
     """Everything that determines a training run.  ``None`` means "take it from ``preset``".
 
     Attributes
@@ -147,6 +147,10 @@ class SegTrainConfig(TrainConfig):
         ``val_limit`` images, without the sliding window (CAT-Seg's in-training validation).
     checkpoint_every : steps between checkpoints;  seed : initialisation and data seed.
     num_workers : data-loader workers;  progress : show a progress bar.
+    devices, num_nodes, strategy, accumulate_grad_batches : where the run trains
+        (:class:`hyro_edu.training.config.DistributedConfig`): ``batch_size`` stays the global
+        batch of a step, each process reads ``batch_size / (devices × num_nodes ×
+        accumulate_grad_batches)`` images per micro-batch; not part of the run key.
     """
 
     CONFIG_PACKAGE: ClassVar[str] = "hyro_edu.segmentation.configs"
@@ -252,6 +256,7 @@ class SegTrainConfig(TrainConfig):
                 or not 1 <= lo_hi[0] <= lo_hi[1] <= 6:
             raise ValueError(f"toy_objects must be [lo, hi] with 1 <= lo <= hi <= 6, got {list(lo_hi)}")
         filled = {**self.to_values(), **self.preset_values()}
+        self.check_distributed(filled["batch_size"])
         if self.warmup_steps > filled["max_steps"]:
             raise ValueError(f"warmup_steps must be in [0, max_steps={filled['max_steps']}], got {self.warmup_steps}")
         patch = _patch_size(self.model)
@@ -322,7 +327,7 @@ def estimate_run(config: SegTrainConfig) -> dict:
     ``hours`` = those steps × 0.587 s on the reference's 4 GPUs; ``gpu_hours`` = 4 × ``hours``;
     ``memory_mib_per_gpu`` = 14,951 MiB (the log's ``max_mem``) with one image per GPU.
     ``caveats`` lists what the figure does not cover for this config (another mode or backbone,
-    P > 1, one device for the batch).
+    P > 1, more images per device than the reference's one).
     """
     c = config.resolved()
     ref = PUBLISHED_STEP_REFERENCE
@@ -337,9 +342,15 @@ def estimate_run(config: SegTrainConfig) -> dict:
     if c.prompt_ensemble != "single":
         p = len(PROMPT_ENSEMBLES[c.prompt_ensemble])
         caveats.append(f"P = {p} templates: the text tower encodes {p} times more prompts a step")
-    caveats.append("this trainer runs on one device (devices > 1 is not supported yet), so one "
-                   f"GPU holds all {c.batch_size} images of a step: expect more memory than the "
-                   "figure's one image per GPU")
+    per_device = c.per_device_batch_size
+    world = c.world_size
+    if world != ref["gpus"]:
+        caveats.append(f"the figure is for {ref['gpus']} GPUs, this run trains on {world} "
+                       f"(devices x num_nodes): the hours scale by about {ref['gpus']}/{world}")
+    if per_device > 1:
+        caveats.append(f"each device holds {per_device} images of a micro-batch (batch_size / (devices x "
+                       "num_nodes x accumulate_grad_batches)): expect more memory than the figure's one "
+                       "image per GPU; raise devices or accumulate_grad_batches to lower it")
     return dict(reference=ref, reference_steps=steps, hours=hours, gpu_hours=hours * ref["gpus"],
                 memory_mib_per_gpu=ref["memory_mib_per_gpu"], caveats=caveats)
 

@@ -19,12 +19,13 @@ import lightning as L
 import torch
 
 from hyro_edu.core import paths
+from hyro_edu.core.distributed import global_rank
 from hyro_edu.segmentation.model import OpenVocabSegmenter
 from hyro_edu.segmentation.train.config import (SegTrainConfig, check_run_dir, format_estimate, load_config,
                                                 run_dir)
 from hyro_edu.segmentation.train.task import (SegmentationDataModule, SegmentationTask, build_model, build_task,
                                               evaluate_benchmarks, evaluate_toy)
-from hyro_edu.training.fit import fit, read_result
+from hyro_edu.training.fit import fit, is_global_zero, read_result
 from hyro_edu.training.runs import (METRICS_FILE, RESULT_FILE, InterruptGuard, RunConflict, TrainingInterrupted,
                                     summary_line, write_json)
 
@@ -159,7 +160,7 @@ def train(config: Optional[SegTrainConfig] = None, *, root: Optional[Union[str, 
         result = load_result(config, root)
         if result is not None:
             return result
-    if config.train_data != "toy":  # a full run: say what it costs before it starts
+    if config.train_data != "toy" and global_rank(config.devices) == 0:  # a full run: say what it costs
         print(format_estimate(config), flush=True)
     previous_precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(config.matmul_precision)  # official train_net.py: "high"
@@ -197,9 +198,10 @@ def _train(config: SegTrainConfig, directory: Path, *, guard: InterruptGuard, de
         "parameter_counts": segmenter.parameter_counts(), "resumed_from": fitted.resumed_from,
         "device": fitted.device.type, "versions": {"torch": str(torch.__version__)},
     }
-    if evaluate:
-        write_metrics(directory, config, result)
-    paths.atomic_torch_save(result, directory / RESULT_FILE)
+    if is_global_zero():  # one process writes the run's files
+        if evaluate:
+            write_metrics(directory, config, result)
+        paths.atomic_torch_save(result, directory / RESULT_FILE)
     result["loaded"] = False
     return result
 

@@ -21,16 +21,19 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from hyro_edu.clip.weights import load_clip
 from hyro_edu.core import checks
+from hyro_edu.core.distributed import shard
 from hyro_edu.data.toyworld import BACKGROUND, ToyPixelDataset, ToyTransform, ToyWorld
 from hyro_edu.segmentation.catseg import segmentation_loss
 from hyro_edu.segmentation.evaluation import MeanIoU
 from hyro_edu.segmentation.model import PROMPT_ENSEMBLES, OpenVocabSegmenter, build_segmenter
 from hyro_edu.segmentation.train.config import SegTrainConfig
-from hyro_edu.segmentation.train.data import CocoStuffTrainData, ResumableSampler, ToySegmentationData
+from hyro_edu.segmentation.train.data import CocoStuffTrainData, ToySegmentationData
+from hyro_edu.training.lightning import StepLosses
+from hyro_edu.training.stream import training_sampler
 
 __all__ = [
     "cosine_lambda",
@@ -101,6 +104,7 @@ class SegmentationTask(L.LightningModule):
         self.strict_loading = False  # checkpoints hold the trainable tensors only (checked below)
         self.save_hyperparameters({"config": self.config.to_dict(), "key": self.config.key()})
         self.losses: list[float] = []
+        self.step_losses = StepLosses()
         self.validations: list[tuple[int, float]] = []
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -108,11 +112,15 @@ class SegmentationTask(L.LightningModule):
         loss = segmentation_loss(logits.float(), batch["label"], len(self.vocabulary),
                                  loss=self.config.loss,
                                  exclude_ignored=self.config.exclude_ignored)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False,
+                 sync_dist=True)  # the mean over the processes (a no-op in one process)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
+        loss = self.step_losses.add(self.trainer, outputs["loss"])
+        if loss is None:  # between the micro-batches of one optimiser step
+            return
+        self.losses.append(loss)
         sched = self.lr_schedulers()
         if sched is not None:
             for group in sched.optimizer.param_groups:
@@ -172,7 +180,9 @@ class SegmentationTask(L.LightningModule):
 
 class SegmentationDataModule(L.LightningDataModule):
     """The training loader: :class:`~hyro_edu.segmentation.train.data.ResumableSampler` from ``global_step × batch_size`` on, so a
-    resumed run reads the batches the uninterrupted run reads."""
+    resumed run reads the batches the uninterrupted run reads; with several processes or
+    accumulated micro-batches each process reads its share of every global batch
+    (:func:`hyro_edu.training.stream.training_sampler`)."""
 
     def __init__(self, data: Dataset, config: SegTrainConfig):
         super().__init__()
@@ -180,13 +190,10 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         c = self.config
-        start = self.trainer.global_step * c.batch_size  # resume where the checkpoint stopped
-        n = len(self.data)
-        # Lightning restores how many batches of the epoch it has run and stops the epoch after
-        # len(loader) batches in total, so the loader is max_steps long; max_steps ends the run.
-        sampler = ResumableSampler(n, start=start, stop=start + c.max_steps * c.batch_size, seed=c.seed,
-                                   shuffle=c.train_data != "toy")
-        return DataLoader(self.data, batch_size=c.batch_size, sampler=sampler, num_workers=c.num_workers,
+        # from global_step × batch_size: resume where the checkpoint stopped
+        sampler, per_device = training_sampler(len(self.data), self.trainer, batch_size=c.batch_size,
+                                               max_steps=c.max_steps, seed=c.seed, shuffle=c.train_data != "toy")
+        return DataLoader(self.data, batch_size=per_device, sampler=sampler, num_workers=c.num_workers,
                           drop_last=True, persistent_workers=False)
 
 
@@ -235,7 +242,9 @@ def evaluate_toy(segmenter: OpenVocabSegmenter, *, world: Optional[ToyWorld] = N
     (all classes that occur), ``seen_miou`` and ``unseen_miou`` (mean IoU over the seen / unseen
     classes that occur in the ground truth or the predictions), ``hiou`` (their harmonic mean),
     ``pixel_accuracy`` and the per-class ``iou`` (54,).  The logits are bilinearly upsampled to the
-    image size before the arg-max.
+    image size before the arg-max.  In several processes (an initialised process group) each
+    scores every ``W``-th image and the confusion matrices are summed
+    (:class:`hyro_edu.segmentation.evaluation.MeanIoU`): every process must call it.
     """
     world = ToyWorld(seed=0) if world is None else world
     n_images = checks.integer(n_images, "n_images", 1)
@@ -247,7 +256,8 @@ def evaluate_toy(segmenter: OpenVocabSegmenter, *, world: Optional[ToyWorld] = N
     was_training = segmenter.training
     segmenter.eval()
     device = backbone.device
-    for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
+    mine = list(shard(n_images))  # every image in one process; every W-th in each of W processes
+    for batch in DataLoader(Subset(data, mine), batch_size=batch_size, shuffle=False):
         logits = segmenter(batch["image"].to(device), names)
         logits = F.interpolate(logits.float(), size=batch["mask"].shape[-2:], mode="bilinear", align_corners=False)
         metric.update(logits.argmax(1).cpu(), batch["mask"])

@@ -21,9 +21,13 @@ design notes' CPU plan: the toy world at 64 px, 16 shots of the 36 seen classes,
 pretrained on the toy world, SGD with momentum 0.9 at 0.02, one warm-up epoch, batch 32 x 360
 steps; ``shots=1`` for 1-shot) and one per paper setting with the hyper-parameters of the official
 MaPLe configs: ``cifar100``, ``sun``, ``imagenet``, ``rare_species`` (16 shots) and their
-``*_1shot`` twins.  These need ``python -m data_scripts.prepare --datasets NAME`` first
-(:func:`hyro_edu.tree_alignment.train.run.train` says so before it starts).  The ablation rows are
-the ``variant`` key (:data:`hyro_edu.tree_alignment.train.VARIANTS`).
+``*_1shot`` twins.  These need ``python -m data_scripts.prepare --datasets KEY`` first, ``KEY``
+being ``cifar100_protect``, ``sun324``, ``imagenet_protect`` or ``rare_species``
+(:data:`hyro_edu.tree_alignment.train.config.TAXONOMIC_KEYS`;
+:func:`hyro_edu.tree_alignment.train.run.train` says so before it starts); they train by the
+base-to-novel protocol (few shots of the base classes, evaluation on the base, novel and full
+trees, :mod:`hyro_edu.tree_alignment.train.data`).  The ablation rows are the ``variant`` key
+(:data:`hyro_edu.tree_alignment.train.VARIANTS`).
 
 Runs live in ``$HYRO_EDU_CHECKPOINTS/<name>/`` (see :mod:`hyro_edu.tree_alignment.train.run`).
 SIGINT (Ctrl-C) and SIGTERM stop after the current step with a checkpoint.
@@ -37,7 +41,7 @@ Command line::
 The package: ``config`` (the config class
 :class:`hyro_edu.tree_alignment.train.config.TreeAlignmentTrainConfig` and
 :func:`hyro_edu.tree_alignment.train.config.check_data`), ``data`` (few-shot sets, the evaluation
-trees), ``task`` (the Lightning task, the schedule, evaluation), ``run``
+trees, the toy world and the full-size datasets), ``task`` (the Lightning task, the schedule, evaluation), ``run``
 (:func:`hyro_edu.tree_alignment.train.run.train`,
 :func:`hyro_edu.tree_alignment.train.run.load_result`,
 :func:`hyro_edu.tree_alignment.train.run.load_trained`) and ``__main__``.  Every name below is
@@ -55,8 +59,8 @@ _HOMES = {
     "config": ("DATASETS", "FULL_DATASETS", "CLIP_MODELS", "CURV_VERSIONS_BY_VARIANT", "PRECISIONS",
                "DataNotPrepared", "TreeAlignmentTrainConfig", "available_configs", "load_config", "run_dir",
                "check_run_dir", "check_data"),
-    "data": ("few_shot_indices", "subtree", "toy_images", "ImageTensors", "EvalSet", "TreeAlignmentData",
-             "build_data"),
+    "data": ("few_shot_indices", "subtree", "toy_images", "ImageTensors", "TaxonomicImages", "EvalSet",
+             "TreeAlignmentData", "build_data"),
     "task": ("lr_factor", "build_model", "TreeAlignmentTask", "TreeAlignmentDataModule", "stored_cuts", "evaluate"),
     "run": ("CURVATURES_FILE", "TrainingInterrupted", "RunConflict", "train", "load_result", "load_trained",
             "run_cuts", "format_metrics", "format_summary", "write_metrics", "write_curvatures"),

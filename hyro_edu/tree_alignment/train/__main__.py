@@ -40,8 +40,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config, directory = checked_config_or_exit(parser, args, C)
     if directory is None:  # --print-config: printed
         return 0
-    print(f"run {config.name!r}: {config.dataset}, variant {config.variant}, {config.shots}-shot, "
-          f"{config.clip_model}, batch {config.batch_size} x {config.total_steps} steps -> {directory}", flush=True)
+    from hyro_edu.core.distributed import global_rank
+
+    if global_rank(config.devices) == 0:  # the other processes of a multi-process run stay quiet
+        print(f"run {config.name!r}: {config.dataset}, variant {config.variant}, {config.shots}-shot, "
+              f"{config.clip_model}, batch {config.batch_size} x {config.total_steps} steps -> {directory}", flush=True)
 
     from hyro_edu.tree_alignment.train import run as R  # Lightning, the model
 

@@ -11,8 +11,9 @@ depth, an empty class list, class names that are not leaves of the tree -- so th
 reports every mistake before Lightning loads or a model is built
 (:class:`hyro_edu.tree_alignment.train.config.TreeAlignmentTrainConfig`).
 :func:`hyro_edu.tree_alignment.train.config.check_data` then checks that a full-size dataset is
-prepared and names ``python -m data_scripts.prepare --datasets NAME`` when it is not (a
-``ValueError`` naming ``dataset``).  Nothing here imports Lightning.
+prepared and names ``python -m data_scripts.prepare --datasets KEY`` when it is not (a
+``ValueError`` naming ``dataset``; ``KEY`` is the prepared dataset of ``TAXONOMIC_KEYS``).
+Nothing here imports Lightning.
 """
 from __future__ import annotations
 
@@ -23,11 +24,14 @@ from pathlib import Path
 from typing import ClassVar, Optional, Union
 
 from hyro_edu.core import checks, paths
-from hyro_edu.training.config import TrainConfig, suggest
+from hyro_edu.training.config import DistributedConfig, TrainConfig, suggest
 
 __all__ = [
     "DATASETS",
     "FULL_DATASETS",
+    "TAXONOMIC_KEYS",
+    "BASE_CLASSES",
+    "CLIP_IMAGE_SIZES",
     "VARIANTS",
     "CLIP_MODELS",
     "CURV_VERSIONS_BY_VARIANT",
@@ -42,8 +46,15 @@ __all__ = [
 ]
 
 #: The full-size datasets of the paper (prepared by ``data_scripts``) and their number of leaf
-#: classes in the few-shot setting (the whole tree).
+#: classes (the whole tree: ``train_classes: all``, the few-shot setting of the paper's main tables).
 FULL_DATASETS = {"cifar100": 100, "sun": 324, "imagenet": 1000, "rare_species": 400}
+#: The prepared dataset (a key of :data:`hyro_edu.data.taxonomic_datasets.DATASETS`, the name
+#: ``python -m data_scripts.prepare --datasets`` takes) of each full-size ``dataset``.
+TAXONOMIC_KEYS = {"cifar100": "cifar100_protect", "sun": "sun324", "imagenet": "imagenet_protect",
+                  "rare_species": "rare_species"}
+#: The base classes of each full-size dataset's base/novel split: the classes trained on with
+#: ``train_classes: base`` (the base-to-novel setting).
+BASE_CLASSES = {"cifar100": 50, "sun": 162, "imagenet": 500, "rare_species": 200}
 #: Every value of ``dataset``: the toy world, then the paper's four.
 DATASETS = ("toy",) + tuple(FULL_DATASETS)
 #: The variants of :mod:`hyro_edu.tree_alignment.model` (kept equal to its ``VARIANTS``, tested).
@@ -53,6 +64,9 @@ CURV_VERSIONS_BY_VARIANT = {"vanilla": None, "protect": None, "sym": None, "euc"
                             "hypv1": "learn_common", "hypv2": "learn3", "full": "learn2derive1"}
 #: CLIP models and the number of blocks of their image towers (``layers`` must lie below it).
 CLIP_MODELS = {"hyro-tiny": 4, "ViT-B-16": 12}
+#: The input side of each CLIP model (its ``native_image_size``): the full-size datasets are
+#: resized to it (the toy world uses ``toy_image_size``).
+CLIP_IMAGE_SIZES = {"hyro-tiny": 64, "ViT-B-16": 224}
 #: ``precision`` values (Lightning's names).
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 _TOY_CLASSES = 54
@@ -71,7 +85,7 @@ def _number(value, name: str, *, low: float = 0.0, strict: bool = True, high: Op
 
 
 @dataclass(frozen=True)
-class TreeAlignmentTrainConfig(TrainConfig):
+class TreeAlignmentTrainConfig(TrainConfig, DistributedConfig):
     """One tree-alignment training run (defaults: the ``toy`` config, variant ``full``).
 
     Fields, by group:
@@ -82,8 +96,16 @@ class TreeAlignmentTrainConfig(TrainConfig):
     * ``clip_model`` (``CLIP_MODELS``), ``clip_pretrained`` (``"toyworld"`` for the tiny CLIP's
       cached toy-world pretraining, ``"openai"`` for ViT-B/16, ``null`` random weights).
     * ``shots``: training images per class; ``train_classes``: ``"seen"`` (the toy world's 36
-      seen classes, the base tree), ``"all"``, or a list of leaf names; ``toy_image_size``,
-      ``toy_test_per_class``: the toy world's image side and test scenes per class (all 54).
+      seen classes, the base tree), ``"all"``, or a list of leaf names; the full-size datasets
+      take ``"all"`` (every class, the few-shot setting of the paper's main tables, evaluated on
+      the full tree) or ``"base"`` (the base classes of the prepared base/novel split, evaluated
+      on the base, novel and full trees: the base-to-novel setting);
+      ``augment``: a full-size dataset's training images get a random resized crop and a flip
+      (CoOp's few-shot augmentation) instead of the official resize and centre crop;
+      ``toy_image_size``, ``toy_test_per_class``: the toy world's image side and test scenes per
+      class (all 54).
+    * ``image_root``: where a full-size dataset's images are read from instead of the folder its
+      preparation recorded (a user's copy of ImageNet or Rare Species); ``null`` for that folder.
     * ``n_ctx``, ``ctx_init``, ``prompt_depth``: MaPLe; ``layers``, ``propagation``,
       ``num_heads``: the level features and the cross-attention.
     * ``curv_init``, ``c_image``, ``c_text``, ``c_inter``, ``curv_variant``: the curvatures
@@ -94,12 +116,15 @@ class TreeAlignmentTrainConfig(TrainConfig):
       ``steps``, which wins when set).
     * ``eval_cuts_per_rate``: stored cuts per dropout rate (5: ProTeCt's 25), ``eval_batch_size``,
       ``eval_limit``, ``checkpoint_every``, ``num_workers``, ``progress``, ``precision``, ``seed``.
+    * ``devices``, ``num_nodes``, ``strategy``, ``accumulate_grad_batches``: where the run trains
+      (:class:`hyro_edu.training.config.DistributedConfig`; ``batch_size`` stays the global batch
+      of a step; not part of the run key).
     """
 
     CONFIG_PACKAGE: ClassVar[str] = "hyro_edu.tree_alignment.configs"
     DEFAULT_CONFIG: ClassVar[str] = "toy"
     KEY_IGNORES: ClassVar[tuple] = ("name", "eval_batch_size", "checkpoint_every", "num_workers", "progress",
-                                    "eval_limit")
+                                    "eval_limit", "image_root")
 
     name: Optional[str] = None
     dataset: str = "toy"
@@ -110,6 +135,8 @@ class TreeAlignmentTrainConfig(TrainConfig):
     train_classes: tuple = ("seen",)
     toy_image_size: int = 64
     toy_test_per_class: int = 20
+    image_root: Optional[str] = None
+    augment: bool = False
     n_ctx: int = 2
     ctx_init: Optional[str] = "a photo of a"
     prompt_depth: int = 2
@@ -161,8 +188,16 @@ class TreeAlignmentTrainConfig(TrainConfig):
         if self.clip_pretrained == "toyworld" and self.clip_model != "hyro-tiny":
             raise ValueError(f"clip_pretrained 'toyworld' exists only for clip_model 'hyro-tiny', got "
                              f"{self.clip_model!r}")
+        if self.image_root is not None:
+            if not isinstance(self.image_root, str) or not self.image_root:
+                raise ValueError(f"image_root must be a folder path or null, got {self.image_root!r}")
+            if self.dataset == "toy":
+                raise ValueError(f"image_root is for the full-size datasets; the toy world has no image folder, "
+                                 f"got {self.image_root!r}")
         if self.ctx_init is not None and not isinstance(self.ctx_init, str):
             raise ValueError(f"ctx_init must be a string or null, got {self.ctx_init!r}")
+        if not isinstance(self.augment, bool):
+            raise ValueError(f"augment must be true or false, got {self.augment!r}")
         if not isinstance(self.progress, bool):
             raise ValueError(f"progress must be true or false, got {self.progress!r}")
         for field_name, low, high in (("shots", 1, None), ("toy_image_size", 32, 512), ("toy_test_per_class", 1, None),
@@ -207,6 +242,7 @@ class TreeAlignmentTrainConfig(TrainConfig):
         if self.cut_dropout >= 1:
             raise ValueError(f"cut_dropout must be in (0, 1), got {self.cut_dropout!r}")
         self._check_classes()
+        self.check_distributed(self.batch_size)
         if self.warmup_steps >= self.total_steps:
             raise ValueError(f"warmup_epochs must leave steps after the warm-up: {self.warmup_steps} warm-up steps "
                              f"of {self.total_steps}")
@@ -216,14 +252,17 @@ class TreeAlignmentTrainConfig(TrainConfig):
         if len(classes) == 0:
             raise ValueError("train_classes must name at least one class (an empty shot list trains nothing); "
                              "use 'seen', 'all' or a list of leaf names")
-        if len(classes) == 1 and classes[0] in ("seen", "all"):
+        if len(classes) == 1 and classes[0] in ("seen", "all", "base"):
             if classes[0] == "seen" and self.dataset != "toy":
-                raise ValueError(f"train_classes 'seen' is the toy world's split; use 'all' for dataset "
+                raise ValueError(f"train_classes 'seen' is the toy world's split; use 'all' or 'base' for dataset "
                                  f"{self.dataset!r}")
+            if classes[0] == "base" and self.dataset == "toy":
+                raise ValueError("train_classes 'base' is a full-size dataset's split; the toy world's base "
+                                 "classes are 'seen'")
             return
         if self.dataset != "toy":
-            raise ValueError(f"train_classes must be 'all' for dataset {self.dataset!r} (its base/novel split "
-                             f"comes with the prepared data), got {list(classes)}")
+            raise ValueError(f"train_classes must be 'all' or 'base' for dataset {self.dataset!r} (its base/novel "
+                             f"split comes with the prepared data), got {list(classes)}")
         from hyro_edu.hierarchy.taxonomies import toyworld_hierarchy
 
         tree = toyworld_hierarchy()
@@ -238,13 +277,29 @@ class TreeAlignmentTrainConfig(TrainConfig):
     # -- derived values ----------------------------------------------------------------------
     @property
     def num_train_classes(self) -> int:
-        """Leaf classes trained on (toy ``seen``: 36)."""
+        """Leaf classes trained on (toy ``seen``: 36; a full-size dataset: all its classes, or its
+        base classes, :data:`hyro_edu.tree_alignment.train.config.BASE_CLASSES`)."""
         c = self.train_classes
         if len(c) == 1 and c[0] == "seen":
             return 36
+        if len(c) == 1 and c[0] == "base":
+            return BASE_CLASSES[self.dataset]
         if len(c) == 1 and c[0] == "all":
             return _TOY_CLASSES if self.dataset == "toy" else FULL_DATASETS[self.dataset]
         return len(c)
+
+    @property
+    def image_size(self) -> int:
+        """The side of the input images: ``toy_image_size`` for the toy world, else the CLIP
+        model's input size (:data:`hyro_edu.tree_alignment.train.config.CLIP_IMAGE_SIZES`: 224 for
+        ViT-B/16, 64 for the tiny CLIP)."""
+        return self.toy_image_size if self.dataset == "toy" else CLIP_IMAGE_SIZES[self.clip_model]
+
+    @property
+    def taxonomic_key(self) -> Optional[str]:
+        """The prepared dataset behind ``dataset`` (:data:`hyro_edu.tree_alignment.train.config.TAXONOMIC_KEYS`;
+        ``None`` for the toy world)."""
+        return TAXONOMIC_KEYS.get(self.dataset)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -305,22 +360,20 @@ def check_run_dir(config: TreeAlignmentTrainConfig, root: Optional[Union[str, Pa
 
 def check_data(config: TreeAlignmentTrainConfig, data_root=None) -> None:
     """Raise :class:`hyro_edu.tree_alignment.train.config.DataNotPrepared` (a ``ValueError`` naming
-    ``dataset``) when a full-size dataset has no completion marker under ``<data_root>/<dataset>``
-    (default ``$HYRO_EDU_DATA``); the message says "not prepared: run python -m
-    data_scripts.prepare --datasets NAME".  The toy world needs nothing.  Reads the marker only."""
+    ``dataset``) when the prepared dataset of a full-size ``dataset``
+    (:data:`hyro_edu.tree_alignment.train.config.TAXONOMIC_KEYS`) has no completed preparation under
+    ``data_root`` (default ``$HYRO_EDU_DATA``), as
+    :func:`hyro_edu.data.taxonomic_datasets.check_prepared` finds; the message says "not prepared:
+    run python -m data_scripts.prepare --datasets KEY" and why.  The toy world needs nothing.
+    Reads the completion marker only."""
     if config.dataset == "toy":
         return
-    from hyro_edu.data.prepared import check_marker
+    from hyro_edu.data import taxonomic_datasets as td
 
-    name = config.dataset
-    root = Path(data_root) if data_root is not None else paths.data_root()
-
-    def not_prepared(reason: str) -> DataNotPrepared:
-        return DataNotPrepared(f"dataset {name!r} is not prepared: run python -m data_scripts.prepare --datasets "
-                               f"{name} ({reason}; data root {root})")
-
-    def version_problem(content: dict) -> Optional[str]:
-        return None if content.get("dataset") == name else f"the marker names {content.get('dataset')!r}"
-
-    check_marker(root / name, name, ("train", "test"), None, version_problem=version_problem,
-                 not_prepared=not_prepared)
+    key = TAXONOMIC_KEYS[config.dataset]
+    try:
+        td.check_prepared(key, root=data_root)
+    except td.DatasetNotPreparedError as exc:
+        root = Path(data_root).expanduser() if data_root is not None else paths.data_root()
+        raise DataNotPrepared(f"dataset {config.dataset!r} is not prepared: run python -m data_scripts.prepare "
+                              f"--datasets {key} --root {root}\n{exc}") from None

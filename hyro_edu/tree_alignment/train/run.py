@@ -18,6 +18,14 @@ hyperbolic variants),
 ``cuts_<tree>.json`` (the stored evaluation cuts of each tree,
 :func:`hyro_edu.hierarchy.tree_cuts.save_cuts`), ``metrics.json`` and ``result.pt`` (metrics, the
 trained tensors, the loss and curvature trajectories; written last).
+
+Several processes (``devices``, ``num_nodes``: :class:`hyro_edu.training.config.DistributedConfig`)
+train data-parallel through :func:`hyro_edu.training.fit.fit`; rank zero evaluates and writes the
+run's files (``curvatures.csv`` holds rank zero's curvatures).  ``vanilla`` (a mean over the
+images) trains the weights of the one-process run; ProTeCt's node-centric loss (a mean over the
+nodes present in the batch) and the alignment's curvatures (from the radius of the batch's mean
+features) are statistics of each process's micro-batch, so the other variants train alike in
+distribution only.
 """
 from __future__ import annotations
 
@@ -28,7 +36,7 @@ import torch
 
 from hyro_edu.core import paths
 from hyro_edu.hierarchy.tree_cuts import load_cuts, save_cuts
-from hyro_edu.training.fit import fit, load_finished, load_or_train
+from hyro_edu.training.fit import fit, is_global_zero, load_finished, load_or_train
 from hyro_edu.training.runs import (METRICS_FILE, RESULT_FILE, RunConflict, TrainingInterrupted,
                                     summary_line, write_json)
 from hyro_edu.tree_alignment.model import TreeAlignmentModel
@@ -85,15 +93,17 @@ def write_curvatures(path: Path, curvatures) -> Path:
 
 
 def run_cuts(directory: Path, data, config: TreeAlignmentTrainConfig) -> dict:
-    """The stored evaluation cuts of each tree: read from ``<directory>/cuts_<tree>.json``, or drawn
-    (:func:`hyro_edu.tree_alignment.train.task.stored_cuts`) and written there."""
+    """The stored evaluation cuts of each tree: read from ``<directory>/cuts_<tree>.json``, or taken
+    from the evaluation set (a full-size dataset's stored 25 cuts,
+    :func:`hyro_edu.data.taxonomic_datasets.read_cuts`) or drawn
+    (:func:`hyro_edu.tree_alignment.train.task.stored_cuts`), and written there."""
     out = {}
     for name, ev in data.evals.items():
         path = Path(directory) / f"cuts_{name}.json"
         if path.is_file():
             out[name] = load_cuts(path, ev.tree)
         else:
-            out[name] = stored_cuts(ev.tree, config)
+            out[name] = getattr(ev, "cuts", None) or stored_cuts(ev.tree, config)
             path.parent.mkdir(parents=True, exist_ok=True)
             save_cuts(path, out[name], ev.tree)
     return out
@@ -130,7 +140,7 @@ def _train(config, directory: Path, *, guard, device, data_root, evaluate: bool,
         return TreeAlignmentTask(model, config), TreeAlignmentDataModule(data, config)
 
     def metrics_of(task, datamodule) -> dict:
-        if not evaluate:
+        if not evaluate or not is_global_zero():  # rank zero evaluates a multi-process run
             return {}
         return _evaluate(task.model, datamodule.data, config, run_cuts(directory, datamodule.data, config))
 
@@ -145,11 +155,12 @@ def _train(config, directory: Path, *, guard, device, data_root, evaluate: bool,
         "train_seconds": fitted.train_seconds, "steps": fitted.steps, "resumed_from": fitted.resumed_from,
         "device": fitted.device.type, "versions": {"torch": str(torch.__version__)},
     }
-    if evaluate:
-        write_metrics(directory, config, result)
-    if task.curvatures:
-        write_curvatures(directory / CURVATURES_FILE, task.curvatures)
-    paths.atomic_torch_save(result, directory / RESULT_FILE)
+    if is_global_zero():  # one process writes the run's files
+        if evaluate:
+            write_metrics(directory, config, result)
+        if task.curvatures:
+            write_curvatures(directory / CURVATURES_FILE, task.curvatures)
+        paths.atomic_torch_save(result, directory / RESULT_FILE)
     result.update(loaded=False, resumed=fitted.resumed_from is not None, run_dir=directory)
     return result
 

@@ -34,9 +34,10 @@ from torch.utils.data import DataLoader
 from hyro_edu.hierarchy import taxonomic_metrics as TM
 from hyro_edu.hierarchy.tree_cuts import DEFAULT_RATES, sample_cuts
 from hyro_edu.training.lightning import ConfigTask
+from hyro_edu.training.stream import training_sampler
 from hyro_edu.tree_alignment.model import TreeAlignmentModel
 from hyro_edu.tree_alignment.train.config import TreeAlignmentTrainConfig
-from hyro_edu.tree_alignment.train.data import ResumableSampler, TreeAlignmentData
+from hyro_edu.tree_alignment.train.data import TreeAlignmentData
 
 __all__ = ["lr_factor", "build_model", "TreeAlignmentTask", "TreeAlignmentDataModule", "stored_cuts", "evaluate"]
 
@@ -94,7 +95,8 @@ class TreeAlignmentTask(ConfigTask):
             for k, v in zip(("c_i", "c_t", "c_m"), values):
                 self.log(f"curv/{k}", v, on_step=True, on_epoch=False)
             self.curvatures.append((int(self.trainer.global_step), *values))
-        self.log("train/loss", out["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/loss", out["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False,
+                 sync_dist=True)  # the mean over the processes (a no-op in one process)
         return out["loss"]
 
     def make_optimizer(self, params: list) -> torch.optim.Optimizer:
@@ -118,12 +120,15 @@ class TreeAlignmentTask(ConfigTask):
 
 
 def _collate_batched(batch):
-    return batch  # ImageTensors.__getitems__ returns the batch already
+    return batch  # ImageTensors.__getitems__ (TaxonomicImages.__getitems__) returns the batch already
 
 
 class TreeAlignmentDataModule(L.LightningDataModule):
     """The training loader: a :class:`~hyro_edu.training.stream.ResumableSampler` from
-    ``global_step × batch_size`` on (a resumed run reads the batches the uninterrupted run reads)."""
+    ``global_step × batch_size`` on (a resumed run reads the batches the uninterrupted run reads;
+    each process reads its share of every global batch,
+    :func:`hyro_edu.training.stream.training_sampler`),
+    ``num_workers`` worker processes (the full-size datasets decode their images lazily)."""
 
     def __init__(self, data: TreeAlignmentData, config: TreeAlignmentTrainConfig):
         super().__init__()
@@ -131,11 +136,10 @@ class TreeAlignmentDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         c = self.config
-        start = self.trainer.global_step * c.batch_size
-        sampler = ResumableSampler(len(self.data.train), start=start, stop=start + c.total_steps * c.batch_size,
-                                   seed=c.seed)
-        return DataLoader(self.data.train, batch_size=c.batch_size, sampler=sampler, drop_last=True,
-                          collate_fn=_collate_batched)
+        sampler, per_device = training_sampler(len(self.data.train), self.trainer, batch_size=c.batch_size,
+                                               max_steps=c.total_steps, seed=c.seed)
+        return DataLoader(self.data.train, batch_size=per_device, sampler=sampler, drop_last=True,
+                          collate_fn=_collate_batched, num_workers=c.num_workers)
 
 
 def stored_cuts(tree, config: TreeAlignmentTrainConfig):
@@ -151,7 +155,8 @@ def stored_cuts(tree, config: TreeAlignmentTrainConfig):
 def evaluate(model: TreeAlignmentModel, data: TreeAlignmentData, config: TreeAlignmentTrainConfig, *,
              cuts: Optional[dict] = None, device=None) -> dict:
     """LA, HCA, MTA (percent) and ``mta_std`` per evaluation tree: ``{"base": {...}, "novel": {...},
-    "full": {...}}``, each with ``num_samples``.  ``cuts``: ``{tree name: cuts}`` (default
+    "full": {...}}``, each with ``num_samples``.  ``cuts``: ``{tree name: cuts}`` (default: the
+    evaluation set's own ``cuts``, the stored 25 of a full-size dataset, else
     :func:`hyro_edu.tree_alignment.train.task.stored_cuts`); at most ``config.eval_limit`` images per tree."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
@@ -167,7 +172,7 @@ def evaluate(model: TreeAlignmentModel, data: TreeAlignmentData, config: TreeAli
             scores.append(model.scores(batch["input"].to(device), text).float().cpu())
             labels.append(batch["target"])
         s, y = torch.cat(scores), torch.cat(labels)
-        tree_cuts = (cuts or {}).get(name) or stored_cuts(tree, config)
+        tree_cuts = (cuts or {}).get(name) or getattr(ev, "cuts", None) or stored_cuts(tree, config)
         accs = TM.tree_cut_accuracies(s, y, tree, tree_cuts)
         out[name] = {"la": TM.leaf_accuracy(s, y, tree), "hca": TM.hierarchical_consistent_accuracy(s, y, tree),
                      "mta": float(accs.mean()), "mta_std": float(accs.std(correction=0)), "num_samples": n,
