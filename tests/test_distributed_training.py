@@ -11,7 +11,6 @@ data split and the gradient reduction, not about learning anything.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
